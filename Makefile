@@ -1,0 +1,43 @@
+# Targets document themselves: `make help`.
+# Every target installs what it needs first, idempotently: a second run reuses the venv and the jar cache.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+JARS := .cache/jars
+PYSPARK_JARS = $(shell $(BIN)/python -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')
+
+.PHONY: help setup demo test test-unit lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+setup: $(VENV)/.installed  ## venv + Python packages, Kafka and Spark jars from Maven Central, native BLAS
+	@deploy/local/resolve_jars.sh deploy/jars/kafka-broker.pom.xml $(JARS)/kafka
+	@deploy/local/resolve_jars.sh deploy/jars/spark-extras.pom.xml $(JARS)/spark $(PYSPARK_JARS)
+	@deploy/local/install_native_blas.sh
+
+demo: setup  ## start a local Kafka, load the seed data, stream live clicks, retrain, print recommendations
+	$(BIN)/jobrec demo
+
+test: setup  ## the whole test suite: unit tests and integration tests on a real broker, Spark and Delta
+	$(BIN)/pytest tests
+
+test-unit: setup  ## only the tests that need no JVM
+	$(BIN)/pytest tests/unit
+
+lint: setup  ## ruff
+	$(BIN)/ruff check schemas streaming batch tests
+
+bench: setup  ## benchmarks that print figures (ingest rate, retrain time)
+	$(BIN)/jobrec bench ingest
+	$(BIN)/jobrec bench retrain
+
+clean:  ## remove local state (Kafka data, Delta tables, checkpoints), keep venv and jar cache
+	rm -rf .local
