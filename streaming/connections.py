@@ -1,0 +1,143 @@
+"""The process edges: a SparkSession, Kafka client settings and topics, all from config.
+
+Only the composition roots (the CLI commands, the test fixtures) call these; everything below them receives
+a SparkSession or a dict of options as an argument.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from schemas.config import Config, KafkaConfig
+from streaming.embedded_kafka import running_broker
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+
+class KafkaNotConfigured(RuntimeError):
+    pass
+
+
+def resolve_bootstrap(cfg: Config) -> str:
+    """kafka.bootstrap_servers, or the embedded broker's address when that is empty."""
+    if cfg.kafka.bootstrap_servers:
+        return cfg.kafka.bootstrap_servers
+    state = running_broker(cfg.embedded_kafka)
+    if not state:
+        raise KafkaNotConfigured(
+            "kafka.bootstrap_servers is empty and no embedded broker runs: start one with `jobrec kafka start` "
+            "or set kafka.bootstrap_servers"
+        )
+    return state.bootstrap
+
+
+def _sasl_jaas(kafka: KafkaConfig) -> str:
+    module = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule"
+        if kafka.security.sasl_mechanism == "PLAIN"
+        else "org.apache.kafka.common.security.scram.ScramLoginModule"
+    )
+    user = kafka.security.username.replace('"', '\\"')
+    password = kafka.security.password.replace('"', '\\"')
+    return f'{module} required username="{user}" password="{password}";'
+
+
+def python_client_args(kafka: KafkaConfig, bootstrap: str) -> dict[str, Any]:
+    """Keyword arguments for kafka-python's KafkaProducer / KafkaConsumer / KafkaAdminClient."""
+    args: dict[str, Any] = {"bootstrap_servers": bootstrap.split(","), "security_protocol": kafka.security.protocol}
+    if kafka.security.protocol.startswith("SASL"):
+        args.update(
+            sasl_mechanism=kafka.security.sasl_mechanism,
+            sasl_plain_username=kafka.security.username,
+            sasl_plain_password=kafka.security.password,
+        )
+    return args
+
+
+def spark_kafka_options(kafka: KafkaConfig, bootstrap: str) -> dict[str, str]:
+    """`kafka.*` options for Spark's Kafka source and sink."""
+    opts = {"kafka.bootstrap.servers": bootstrap, "kafka.security.protocol": kafka.security.protocol}
+    if kafka.security.protocol.startswith("SASL"):
+        opts["kafka.sasl.mechanism"] = kafka.security.sasl_mechanism
+        opts["kafka.sasl.jaas.config"] = _sasl_jaas(kafka)
+    return opts
+
+
+def ensure_topics(kafka: KafkaConfig, bootstrap: str) -> None:
+    """Create the clicks and recommendations topics if they are missing."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(**python_client_args(kafka, bootstrap), request_timeout_ms=20000)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(kafka.clicks_topic, kafka.clicks_partitions, kafka.replication_factor),
+            # compacted: a consumer reading from the start ends with the newest list of every user
+            NewTopic(
+                kafka.recommendations_topic,
+                kafka.clicks_partitions,
+                kafka.replication_factor,
+                topic_configs={"cleanup.policy": "compact", "segment.ms": "600000"},
+            ),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", ", ".join(t.name for t in missing))
+    finally:
+        admin.close()
+
+
+def build_spark_session(cfg: Config, app_name: str) -> SparkSession:
+    """A SparkSession with Delta and the Kafka connector from the local jar cache."""
+    from pyspark.sql import SparkSession
+
+    # Python workers must run this interpreter (the venv with pyarrow and this project), not the first python3
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if cfg.spark.master.startswith("local"):
+        # bind the driver to loopback only; the machine's hostname may resolve elsewhere
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    jars = ""
+    if cfg.spark.jars_dir:
+        found = sorted(str(p.resolve()) for p in Path(cfg.spark.jars_dir).glob("*.jar"))
+        if not any("delta-spark" in j for j in found):
+            raise RuntimeError(f"no Delta jars in {cfg.spark.jars_dir}: run `make setup`")
+        jars = ",".join(found)
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(cfg.spark.master)
+        .config("spark.driver.memory", cfg.spark.driver_memory)
+        .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        .config("spark.default.parallelism", str(cfg.spark.shuffle_partitions))
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.streaming.stateStore.providerClass",
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
+    )
+    if jars:
+        builder = builder.config("spark.jars", jars)
+    for key, value in cfg.spark.extra.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    if cfg.spark.checkpoint_dir:
+        spark.sparkContext.setCheckpointDir(cfg.spark.checkpoint_dir)
+    return spark

@@ -1,0 +1,52 @@
+"""Where the Delta tables live and how they are created: one folder per table under storage.tables_root."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from pyspark.sql import SparkSession
+
+from schemas.tables import TABLE_DDL
+
+
+def table_path(tables_root: str, name: str) -> str:
+    return f"{tables_root.rstrip('/')}/{name}"
+
+
+def ensure_delta_table(spark: SparkSession, tables_root: str, name: str) -> str:
+    """Create the table with its schema from `schemas.tables` if it does not exist; return its path."""
+    from delta.tables import DeltaTable
+
+    path = table_path(tables_root, name)
+    if not DeltaTable.isDeltaTable(spark, path):
+        schema = spark.createDataFrame([], TABLE_DDL[name]).schema
+        DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).execute()
+    return path
+
+
+def ensure_all_tables(spark: SparkSession, tables_root: str) -> None:
+    for name in TABLE_DDL:
+        ensure_delta_table(spark, tables_root, name)
+
+
+def latest_version(spark: SparkSession, path: str) -> int:
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, path).history(1).collect()[0]["version"])
+
+
+@contextmanager
+def idempotent_writes(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
+    """Delta commits made inside carry (app_id, version); Delta skips a commit whose pair it already has.
+
+    A MERGE takes these from session confs, not from writer options. They are unset afterwards, or a later,
+    unrelated MERGE in the same session would carry the same pair and be skipped silently.
+    """
+    spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)
+    spark.conf.set("spark.databricks.delta.write.txnVersion", str(version))
+    try:
+        yield
+    finally:
+        spark.conf.unset("spark.databricks.delta.write.txnAppId")
+        spark.conf.unset("spark.databricks.delta.write.txnVersion")

@@ -1,0 +1,184 @@
+"""The streaming ingest: clicks topic -> dead_letters, events and interactions Delta tables, exactly once.
+
+Plan of one query:
+  Kafka records -> parse against click event v1 (mapInArrow) -> drop repeated event_ids seen within
+  ingest.dedup_window -> foreachBatch(`write_ingest_batch`): rejected records to dead_letters, valid events to
+  events, their per-(user, job) counts MERGEd into interactions.
+
+Exactly once: the Kafka offsets of each micro-batch and the de-duplication state are in the checkpoint; after a
+crash Spark replays the unfinished batch with the same id and the same rows, and every Delta write of the batch
+carries (app id, batch id), so Delta skips the writes that had committed before the crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from schemas import tables as t
+from schemas.click_event import EventLimits
+from streaming import parse
+from streaming.aggregate import aggregate_interactions, merge_interactions
+from streaming.delta_tables import ensure_delta_table, idempotent_writes
+
+log = logging.getLogger(__name__)
+
+QUERY_NAME = "ingest_clicks"
+DEDUP_KEY = "dedup_key"
+INGESTED_AT = "ingested_at"
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """What the ingest query needs, taken from config by the composition root."""
+
+    tables_root: str
+    checkpoint: str
+    clicks_topic: str
+    kafka_options: dict[str, str]
+    starting_offsets: str
+    max_offsets_per_trigger: int
+    dedup_window: str
+    limits: EventLimits
+    weights: dict[str, float]
+
+    @property
+    def app_id(self) -> str:
+        # the checkpoint identifies the query: a new checkpoint restarts batch ids at 0 and needs a new app id
+        return f"jobrec-ingest:{self.checkpoint}"
+
+
+def parse_kafka_records(records: DataFrame, limits: EventLimits) -> DataFrame:
+    """Kafka source rows -> one row per record: event fields or a rejection reason (see streaming.parse)."""
+    selected = records.select(
+        F.col("value").alias(parse.IN_VALUE),
+        F.col("topic").alias(parse.IN_TOPIC),
+        F.col("partition").alias(parse.IN_PARTITION),
+        F.col("offset").alias(parse.IN_OFFSET),
+        F.unix_millis(F.col("timestamp")).alias(parse.IN_RECEIVED_MS),
+    )
+    parsed = selected.mapInArrow(lambda batches: parse.parse_record_batches(batches, limits), parse.PARSED_DDL)
+    return parsed.select(
+        "*",
+        F.timestamp_micros(F.col(parse.OCCURRED_AT_US)).alias(t.OCCURRED_AT),
+        F.timestamp_millis(F.col(parse.IN_RECEIVED_MS)).alias(t.RECEIVED_AT),
+        # a rejected record has no trustworthy id: key it by its offset so that it is never dropped as a repeat
+        F.coalesce(
+            F.col(t.EVENT_ID),
+            F.concat_ws(":", F.lit("rejected"), t.KAFKA_TOPIC, t.KAFKA_PARTITION, t.KAFKA_OFFSET),
+        ).alias(DEDUP_KEY),
+    ).drop(parse.OCCURRED_AT_US, parse.IN_RECEIVED_MS)
+
+
+def drop_repeated_events(parsed: DataFrame, window: str) -> DataFrame:
+    """Drop rows whose event_id was already seen within `window` of processing time.
+
+    The watermark is on the micro-batch's processing time, not on occurred_at or the Kafka timestamp: a
+    watermark on event time would also drop every event older than the watermark (late or backfilled clicks)
+    without a trace. Spark stores each batch's timestamp in the checkpoint, so a replayed batch sees the same.
+    """
+    return (
+        parsed.withColumn(INGESTED_AT, F.current_timestamp())
+        .withWatermark(INGESTED_AT, window)
+        .dropDuplicatesWithinWatermark([DEDUP_KEY])
+    )
+
+
+def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings) -> dict[str, int]:
+    """The foreachBatch body: write one micro-batch to the three tables, each write idempotent by batch id."""
+    spark = batch.sparkSession
+    started = time.monotonic()
+    batch = batch.persist()
+    try:
+        rejected = batch.where(F.col(t.REASON_CODE).isNotNull()).select(
+            t.RAW, t.KAFKA_TOPIC, t.KAFKA_PARTITION, t.KAFKA_OFFSET, t.RECEIVED_AT, t.REASON_CODE, t.REASON,
+            F.lit(batch_id).cast("long").alias(t.BATCH_ID),
+        )
+        events = batch.where(F.col(t.REASON_CODE).isNull()).select(
+            t.EVENT_ID, t.USER_ID, t.JOB_ID, t.EVENT_TYPE, t.OCCURRED_AT, t.RECEIVED_AT,
+            t.KAFKA_TOPIC, t.KAFKA_PARTITION, t.KAFKA_OFFSET, F.lit(batch_id).cast("long").alias(t.BATCH_ID),
+        )
+        n_rejected, n_events = rejected.count(), events.count()
+        for name, frame in ((t.DEAD_LETTERS, rejected), (t.EVENTS, events)):
+            path = ensure_delta_table(spark, settings.tables_root, name)
+            (
+                frame.write.format("delta").mode("append")
+                .option("txnAppId", settings.app_id).option("txnVersion", batch_id)
+                .save(path)
+            )
+        if n_events:
+            path = ensure_delta_table(spark, settings.tables_root, t.INTERACTIONS)
+            with idempotent_writes(spark, settings.app_id, batch_id):
+                merge_interactions(spark, aggregate_interactions(events, settings.weights), path)
+        log.info(
+            "batch %d: %d events, %d dead letters in %.2f s", batch_id, n_events, n_rejected,
+            time.monotonic() - started,
+        )
+        return {"events": n_events, "dead_letters": n_rejected}
+    finally:
+        batch.unpersist()
+
+
+def start_ingest(
+    spark: SparkSession, settings: IngestSettings, *, once: bool = False, trigger_seconds: float = 0.0
+) -> StreamingQuery:
+    """Start the ingest query: `once` reads what is on the topic now and stops (availableNow)."""
+    for name in (t.DEAD_LETTERS, t.EVENTS, t.INTERACTIONS):
+        ensure_delta_table(spark, settings.tables_root, name)
+    reader = spark.readStream.format("kafka").options(**settings.kafka_options)
+    records = (
+        reader.option("subscribe", settings.clicks_topic)
+        .option("startingOffsets", settings.starting_offsets)
+        .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
+        .option("failOnDataLoss", "true")
+        .load()
+    )
+    deduped = drop_repeated_events(parse_kafka_records(records, settings.limits), settings.dedup_window)
+    writer = (
+        deduped.writeStream.queryName(QUERY_NAME)
+        .option("checkpointLocation", settings.checkpoint)
+        .foreachBatch(lambda df, batch_id: write_ingest_batch(df, batch_id, settings))
+    )
+    if once:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{trigger_seconds} seconds")
+    return writer.start()
+
+
+def run_ingest(
+    start: Callable[[], StreamingQuery],
+    *,
+    once: bool,
+    backoff_seconds: float,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Keep the ingest running: when the query fails (brokers unreachable, say), log why and start it again.
+
+    The checkpoint makes a restart resume exactly where the failed query stopped.
+    """
+    from pyspark.errors import StreamingQueryException
+
+    while not should_stop():
+        query = start()
+        try:
+            while query.isActive and not should_stop():
+                query.awaitTermination(timeout=1.0)
+            if query.isActive:
+                query.stop()
+            ex = query.exception()
+            if ex is not None:
+                raise ex
+            return
+        except StreamingQueryException as e:
+            log.error("ingest query failed: %s; restarting in %.0f s", str(e).splitlines()[0][:300], backoff_seconds)
+            time.sleep(backoff_seconds)
+        if once:
+            # an availableNow run that failed is retried too, until it has read what was there
+            continue
