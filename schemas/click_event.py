@@ -22,9 +22,7 @@ MAX_ID_LENGTH = 128
 MAX_TIMESTAMP_LENGTH = 40
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

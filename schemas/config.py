@@ -210,8 +210,11 @@ def _check_values(cfg: Config) -> None:
     need(cfg.ingest.starting_offsets in ("earliest", "latest"), "ingest.starting_offsets", "earliest or latest")
     need(cfg.ingest.max_record_bytes > 0, "ingest.max_record_bytes", "must be > 0")
     need(cfg.kafka.clicks_partitions >= 1, "kafka.clicks_partitions", "must be >= 1")
-    need(cfg.kafka.security.protocol in ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"),
-         "kafka.security.protocol", "PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL")
+    need(
+        cfg.kafka.security.protocol in ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"),
+        "kafka.security.protocol",
+        "PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL",
+    )
     need(cfg.als.rank >= 1, "als.rank", "must be >= 1")
     need(cfg.als.max_iter >= 1, "als.max_iter", "must be >= 1")
     need(cfg.als.reg_param >= 0, "als.reg_param", "must be >= 0")

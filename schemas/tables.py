@@ -102,6 +102,12 @@ TABLE_DDL: dict[str, str] = {
     RECOMMENDATIONS: RECOMMENDATIONS_DDL,
 }
 
+# factor tables keep every model version; reading one version should touch only its files
+PARTITION_COLUMNS: dict[str, tuple[str, ...]] = {
+    USER_FACTORS: (MODEL_VERSION,),
+    JOB_FACTORS: (MODEL_VERSION,),
+}
+
 # model status values in the models table
 STATUS_PUBLISHED = "published"
 STATUS_REJECTED = "rejected"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.config import Config, KafkaConfig
+from streaming.delta_tables import absolute_location
 from streaming.embedded_kafka import running_broker
 
 if TYPE_CHECKING:
@@ -126,8 +127,10 @@ def build_spark_session(cfg: Config, app_name: str) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.streaming.stateStore.providerClass",
-                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config(
+            "spark.sql.streaming.stateStore.providerClass",
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        )
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
@@ -139,5 +142,5 @@ def build_spark_session(cfg: Config, app_name: str) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     if cfg.spark.checkpoint_dir:
-        spark.sparkContext.setCheckpointDir(cfg.spark.checkpoint_dir)
+        spark.sparkContext.setCheckpointDir(absolute_location(cfg.spark.checkpoint_dir))
     return spark

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from schemas.tables import TABLE_DDL
+from schemas.tables import PARTITION_COLUMNS, TABLE_DDL
+
+
+def absolute_location(location: str) -> str:
+    """A local path made absolute (Delta's table builder misreads a path that starts with a dot); URIs as they are."""
+    if "://" in location or location.startswith("file:"):
+        return location
+    return str(Path(location).resolve())
 
 
 def table_path(tables_root: str, name: str) -> str:
-    return f"{tables_root.rstrip('/')}/{name}"
+    return f"{absolute_location(tables_root).rstrip('/')}/{name}"
 
 
 def ensure_delta_table(spark: SparkSession, tables_root: str, name: str) -> str:
@@ -21,7 +29,10 @@ def ensure_delta_table(spark: SparkSession, tables_root: str, name: str) -> str:
     path = table_path(tables_root, name)
     if not DeltaTable.isDeltaTable(spark, path):
         schema = spark.createDataFrame([], TABLE_DDL[name]).schema
-        DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).execute()
+        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+        if name in PARTITION_COLUMNS:
+            builder = builder.partitionedBy(*PARTITION_COLUMNS[name])
+        builder.execute()
     return path
 
 

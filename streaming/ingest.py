@@ -97,19 +97,35 @@ def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings
     batch = batch.persist()
     try:
         rejected = batch.where(F.col(t.REASON_CODE).isNotNull()).select(
-            t.RAW, t.KAFKA_TOPIC, t.KAFKA_PARTITION, t.KAFKA_OFFSET, t.RECEIVED_AT, t.REASON_CODE, t.REASON,
+            t.RAW,
+            t.KAFKA_TOPIC,
+            t.KAFKA_PARTITION,
+            t.KAFKA_OFFSET,
+            t.RECEIVED_AT,
+            t.REASON_CODE,
+            t.REASON,
             F.lit(batch_id).cast("long").alias(t.BATCH_ID),
         )
         events = batch.where(F.col(t.REASON_CODE).isNull()).select(
-            t.EVENT_ID, t.USER_ID, t.JOB_ID, t.EVENT_TYPE, t.OCCURRED_AT, t.RECEIVED_AT,
-            t.KAFKA_TOPIC, t.KAFKA_PARTITION, t.KAFKA_OFFSET, F.lit(batch_id).cast("long").alias(t.BATCH_ID),
+            t.EVENT_ID,
+            t.USER_ID,
+            t.JOB_ID,
+            t.EVENT_TYPE,
+            t.OCCURRED_AT,
+            t.RECEIVED_AT,
+            t.KAFKA_TOPIC,
+            t.KAFKA_PARTITION,
+            t.KAFKA_OFFSET,
+            F.lit(batch_id).cast("long").alias(t.BATCH_ID),
         )
         n_rejected, n_events = rejected.count(), events.count()
         for name, frame in ((t.DEAD_LETTERS, rejected), (t.EVENTS, events)):
             path = ensure_delta_table(spark, settings.tables_root, name)
             (
-                frame.write.format("delta").mode("append")
-                .option("txnAppId", settings.app_id).option("txnVersion", batch_id)
+                frame.write.format("delta")
+                .mode("append")
+                .option("txnAppId", settings.app_id)
+                .option("txnVersion", batch_id)
                 .save(path)
             )
         if n_events:
@@ -117,7 +133,10 @@ def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings
             with idempotent_writes(spark, settings.app_id, batch_id):
                 merge_interactions(spark, aggregate_interactions(events, settings.weights), path)
         log.info(
-            "batch %d: %d events, %d dead letters in %.2f s", batch_id, n_events, n_rejected,
+            "batch %d: %d events, %d dead letters in %.2f s",
+            batch_id,
+            n_events,
+            n_rejected,
             time.monotonic() - started,
         )
         return {"events": n_events, "dead_letters": n_rejected}

@@ -53,7 +53,7 @@ def parse_record_batch(batch: pa.RecordBatch, limits: EventLimits) -> pa.RecordB
     values = batch.column(IN_VALUE).to_pylist()
     received = batch.column(IN_RECEIVED_MS).to_pylist()
     cols: dict[str, list[object]] = {f.name: [] for f in PARSED_ARROW_SCHEMA}
-    for raw, received_ms in zip(values, received):
+    for raw, received_ms in zip(values, received, strict=True):
         verdict = parse_click_event(raw, received_ms if received_ms is not None else 0, limits)
         if isinstance(verdict, ClickEvent):
             cols[t.EVENT_ID].append(verdict.event_id)

@@ -15,7 +15,10 @@ def format_timestamp(dt: datetime) -> str:
 
 
 def make_click_event(
-    user_id: str, job_id: str, event_type: str = "click", occurred_at: datetime | None = None,
+    user_id: str,
+    job_id: str,
+    event_type: str = "click",
+    occurred_at: datetime | None = None,
     event_id: str | None = None,
 ) -> dict[str, Any]:
     """A click event v1; event_id is generated once here and must be reused on any retry of the same event."""

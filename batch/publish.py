@@ -1,0 +1,170 @@
+"""Publish: the top-N unseen jobs of every user, to the `recommendations` Delta table and the Kafka topic.
+
+Scoring runs where the users are: the job factors (small: jobs x rank floats) go to every task, each Arrow
+batch of users is scored with numpy (`batch.top_n`), and the jobs a user has interacted with are hidden.
+One message per user, keyed by user_id, valid against schemas/recommendation.v1.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from batch.top_n import top_n_unseen
+from schemas import tables as t
+from streaming.delta_tables import ensure_delta_table
+from streaming.producer import format_timestamp
+
+log = logging.getLogger(__name__)
+
+SEEN = "seen"
+MESSAGE = "message"
+USERS_PER_BLOCK = 512
+
+RECS_ARROW_SCHEMA = pa.schema(
+    [
+        (t.USER_ID, pa.string()),
+        (t.NEWEST_EVENT_AT, pa.timestamp("us", tz="UTC")),
+        (
+            t.ITEMS,
+            pa.list_(pa.struct([(t.JOB_ID, pa.string()), (t.SCORE, pa.float64()), (t.RANK, pa.int32())])),
+        ),
+        (MESSAGE, pa.string()),
+    ]
+)
+RECS_DDL = (
+    f"{t.USER_ID} STRING, {t.NEWEST_EVENT_AT} TIMESTAMP, "
+    f"{t.ITEMS} ARRAY<STRUCT<{t.JOB_ID}: STRING, {t.SCORE}: DOUBLE, {t.RANK}: INT>>, {MESSAGE} STRING"
+)
+
+
+def recommendation_message(
+    user_id: str,
+    model_version: str | None,
+    generated_at: datetime,
+    newest_event_at: datetime | None,
+    source: str,
+    items: list[dict[str, object]],
+) -> str:
+    """The recommendation message v1 as JSON text."""
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "user_id": user_id,
+            "model_version": model_version,
+            "generated_at": format_timestamp(generated_at),
+            "newest_event_at": format_timestamp(newest_event_at) if newest_event_at else None,
+            "source": source,
+            "items": items,
+        },
+        separators=(",", ":"),
+    )
+
+
+def score_user_batches(
+    batches: Iterator[pa.RecordBatch],
+    job_ids: list[str],
+    job_matrix: np.ndarray,
+    n: int,
+    model_version: str,
+    generated_at: datetime,
+) -> Iterator[pa.RecordBatch]:
+    """Arrow batches of (user_id, features, seen, newest_event_at) -> (user_id, newest_event_at, items, message)."""
+    position = {job: i for i, job in enumerate(job_ids)}
+    for batch in batches:
+        users = batch.column(t.USER_ID).to_pylist()
+        features = batch.column(t.FEATURES).to_pylist()
+        seen_lists = batch.column(SEEN).to_pylist()
+        newest = batch.column(t.NEWEST_EVENT_AT).to_pylist()
+        out: dict[str, list[object]] = {f.name: [] for f in RECS_ARROW_SCHEMA}
+        for start in range(0, len(users), USERS_PER_BLOCK):
+            stop = start + USERS_PER_BLOCK
+            vectors = np.asarray(features[start:stop], dtype=np.float64)
+            seen = [
+                np.fromiter((position[j] for j in (s or []) if j in position), dtype=np.int64)
+                for s in seen_lists[start:stop]
+            ]
+            for offset, (idx, scores) in enumerate(top_n_unseen(vectors, job_matrix, seen, n)):
+                user = users[start + offset]
+                items = [
+                    {t.JOB_ID: job_ids[j], t.SCORE: round(float(s), 6), t.RANK: r + 1}
+                    for r, (j, s) in enumerate(zip(idx.tolist(), scores.tolist(), strict=True))
+                ]
+                newest_at = newest[start + offset]
+                out[t.USER_ID].append(user)
+                out[t.NEWEST_EVENT_AT].append(newest_at)
+                out[t.ITEMS].append(items)
+                out[MESSAGE].append(
+                    recommendation_message(user, model_version, generated_at, newest_at, t.SOURCE_BATCH, items)
+                )
+        yield pa.RecordBatch.from_pydict(out, schema=RECS_ARROW_SCHEMA)
+
+
+def recommend_top_n(
+    spark: SparkSession,
+    user_factors: DataFrame,
+    job_factors: DataFrame,
+    interactions: DataFrame,
+    n: int,
+    model_version: str,
+    generated_at: datetime,
+) -> DataFrame:
+    """One row per user with factors: (user_id, newest_event_at, items, message)."""
+    jobs = job_factors.select(t.JOB_ID, t.FEATURES).orderBy(t.JOB_ID).collect()
+    job_ids = [r[t.JOB_ID] for r in jobs]
+    job_matrix = np.asarray([r[t.FEATURES] for r in jobs], dtype=np.float64)
+    history = interactions.groupBy(t.USER_ID).agg(
+        F.collect_list(t.JOB_ID).alias(SEEN), F.max(t.LAST_AT).alias(t.NEWEST_EVENT_AT)
+    )
+    users = user_factors.select(t.USER_ID, t.FEATURES).join(history, t.USER_ID, "left")
+    return users.mapInArrow(
+        lambda batches: score_user_batches(batches, job_ids, job_matrix, n, model_version, generated_at),
+        RECS_DDL,
+    )
+
+
+def publish_recommendations(
+    spark: SparkSession,
+    recs: DataFrame,
+    tables_root: str,
+    kafka_options: dict[str, str],
+    topic: str,
+    model_version: str,
+    generated_at: datetime,
+) -> int:
+    """Write the lists to the recommendations table, then one message per user to the topic. Returns users."""
+    started = time.monotonic()
+    recs = recs.persist()
+    try:
+        n_users = recs.count()
+        table = recs.select(
+            t.USER_ID,
+            F.lit(model_version).alias(t.MODEL_VERSION),
+            F.lit(generated_at).cast("timestamp").alias(t.GENERATED_AT),
+            t.NEWEST_EVENT_AT,
+            F.lit(t.SOURCE_BATCH).alias(t.SOURCE),
+            t.ITEMS,
+        )
+        table.write.format("delta").mode("append").save(ensure_delta_table(spark, tables_root, t.RECOMMENDATIONS))
+        (
+            recs.select(F.col(t.USER_ID).alias("key"), F.col(MESSAGE).alias("value"))
+            .write.format("kafka")
+            .options(**kafka_options)
+            .option("topic", topic)
+            .option("kafka.acks", "all")
+            .save()
+        )
+    finally:
+        recs.unpersist()
+    log.info(
+        "published top-N lists of %d users (model %s) in %.1f s", n_users, model_version, time.monotonic() - started
+    )
+    return n_users

@@ -1,0 +1,204 @@
+"""Retrain: interactions snapshot -> implicit-feedback ALS (Hu, Koren, Volinsky 2008) -> versioned factors.
+
+Spark MLlib's ALS with implicitPrefs=True minimises, over all user-job pairs,
+  sum c_ui (p_ui - x_u . y_i)^2 + lambda (|x_u|^2 + |y_i|^2),  p_ui = [r_ui > 0], c_ui = 1 + alpha r_ui
+where r_ui is the interaction's weighted strength (ingest.weights). Ids are arbitrary strings; ALS needs ints,
+so they are indexed here and the factors are written back under the original ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StructField, StructType
+
+from schemas import tables as t
+from streaming.delta_tables import ensure_delta_table, latest_version
+
+log = logging.getLogger(__name__)
+
+USER_IDX = "user_idx"
+JOB_IDX = "job_idx"
+RATING = "rating"
+
+
+@dataclass(frozen=True)
+class AlsParams:
+    rank: int
+    max_iter: int
+    reg_param: float
+    alpha: float
+    seed: int
+    checkpoint_interval: int = 5
+
+
+@dataclass
+class TrainedModel:
+    """What a retrain produced: factors as DataFrames plus the models-table record."""
+
+    model_version: str
+    params: AlsParams
+    data_version: int
+    n_users: int
+    n_jobs: int
+    n_interactions: int
+    user_factors: DataFrame
+    job_factors: DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class NotEnoughData(RuntimeError):
+    pass
+
+
+def new_model_version(now: datetime | None = None) -> str:
+    """Sortable by time, unique enough for two retrains in the same second: 20261126T193348Z-1a2b."""
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def read_interactions_snapshot(spark: SparkSession, tables_root: str) -> tuple[DataFrame, int]:
+    """The interactions table at its newest Delta version, and that version (recorded with the model)."""
+    path = ensure_delta_table(spark, tables_root, t.INTERACTIONS)
+    version = latest_version(spark, path)
+    return spark.read.format("delta").option("versionAsOf", version).load(path), version
+
+
+def _dense_index(ids: DataFrame, id_col: str, idx_col: str) -> DataFrame:
+    """Distinct ids -> (id, 0..n-1); zipWithIndex scales where a global window would not."""
+    schema = StructType([*ids.schema.fields, StructField(idx_col, LongType(), False)])
+    rdd = ids.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1]))
+    return ids.sparkSession.createDataFrame(rdd, schema).withColumn(idx_col, F.col(idx_col).cast("int"))
+
+
+def index_interactions(interactions: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(ratings(user_idx, job_idx, rating), users(user_id, user_idx), jobs(job_id, job_idx)); strength > 0 only."""
+    positive = interactions.where(F.col(t.STRENGTH) > 0).select(t.USER_ID, t.JOB_ID, t.STRENGTH)
+    users = _dense_index(positive.select(t.USER_ID).distinct(), t.USER_ID, USER_IDX).cache()
+    jobs = _dense_index(positive.select(t.JOB_ID).distinct(), t.JOB_ID, JOB_IDX).cache()
+    ratings = (
+        positive.join(users, t.USER_ID)
+        .join(jobs, t.JOB_ID)
+        .select(USER_IDX, JOB_IDX, F.col(t.STRENGTH).cast("float").alias(RATING))
+    )
+    return ratings, users, jobs
+
+
+def fit_als(ratings: DataFrame, params: AlsParams):  # -> pyspark.ml.recommendation.ALSModel
+    from pyspark.ml.recommendation import ALS
+
+    als = ALS(
+        rank=params.rank,
+        maxIter=params.max_iter,
+        regParam=params.reg_param,
+        alpha=params.alpha,
+        implicitPrefs=True,
+        userCol=USER_IDX,
+        itemCol=JOB_IDX,
+        ratingCol=RATING,
+        seed=params.seed,
+        checkpointInterval=params.checkpoint_interval,
+        coldStartStrategy="drop",
+    )
+    return als.fit(ratings)
+
+
+def train_model(spark: SparkSession, tables_root: str, params: AlsParams, min_interactions: int = 1) -> TrainedModel:
+    """Train on the newest interactions snapshot. Nothing is written; see `write_model`."""
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    interactions, data_version = read_interactions_snapshot(spark, tables_root)
+    ratings, users, jobs = index_interactions(interactions)
+    ratings = ratings.cache()
+    n_interactions = ratings.count()
+    if n_interactions < min_interactions:
+        raise NotEnoughData(f"{n_interactions} interactions, retrain.min_interactions is {min_interactions}")
+    n_users, n_jobs = users.count(), jobs.count()
+    timings["read_and_index_s"] = round(time.monotonic() - started, 3)
+    log.info(
+        "training ALS on %d interactions (%d users x %d jobs, Delta version %d), rank %d, %d iterations",
+        n_interactions,
+        n_users,
+        n_jobs,
+        data_version,
+        params.rank,
+        params.max_iter,
+    )
+    started = time.monotonic()
+    model = fit_als(ratings, params)
+    version = new_model_version()
+    user_factors = (
+        model.userFactors.join(users, F.col("id") == F.col(USER_IDX))
+        .select(F.lit(version).alias(t.MODEL_VERSION), t.USER_ID, F.col("features").alias(t.FEATURES))
+        .cache()
+    )
+    job_factors = (
+        model.itemFactors.join(jobs, F.col("id") == F.col(JOB_IDX))
+        .select(F.lit(version).alias(t.MODEL_VERSION), t.JOB_ID, F.col("features").alias(t.FEATURES))
+        .cache()
+    )
+    user_factors.count()
+    job_factors.count()
+    timings["fit_s"] = round(time.monotonic() - started, 3)
+    ratings.unpersist()
+    return TrainedModel(
+        version, params, data_version, n_users, n_jobs, n_interactions, user_factors, job_factors, timings
+    )
+
+
+def write_model(spark: SparkSession, tables_root: str, model: TrainedModel, status: str) -> None:
+    """Append the factors (tagged with the version) and the models-table row. The row goes last: a reader
+    that finds a published row in `models` finds all its factors."""
+    started = time.monotonic()
+    for name, frame in ((t.USER_FACTORS, model.user_factors), (t.JOB_FACTORS, model.job_factors)):
+        path = ensure_delta_table(spark, tables_root, name)
+        frame.write.format("delta").mode("append").save(path)
+    model.timings["write_factors_s"] = round(time.monotonic() - started, 3)
+    row = [
+        (
+            model.model_version,
+            datetime.now(timezone.utc),
+            status,
+            json.dumps(asdict(model.params)),
+            model.data_version,
+            model.n_users,
+            model.n_jobs,
+            model.n_interactions,
+            json.dumps(model.metrics),
+            json.dumps(model.timings),
+        )
+    ]
+    path = ensure_delta_table(spark, tables_root, t.MODELS)
+    spark.createDataFrame(row, t.MODELS_DDL).write.format("delta").mode("append").save(path)
+
+
+def serving_model_version(spark: SparkSession, tables_root: str) -> str | None:
+    """The newest published model's version, or None before the first retrain."""
+    path = ensure_delta_table(spark, tables_root, t.MODELS)
+    rows = (
+        spark.read.format("delta")
+        .load(path)
+        .where(F.col(t.STATUS) == t.STATUS_PUBLISHED)
+        .orderBy(F.col(t.CREATED_AT).desc())
+        .select(t.MODEL_VERSION)
+        .limit(1)
+        .collect()
+    )
+    return rows[0][0] if rows else None
+
+
+def read_factors(spark: SparkSession, tables_root: str, model_version: str) -> tuple[DataFrame, DataFrame]:
+    users = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.USER_FACTORS))
+    jobs = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.JOB_FACTORS))
+    return (
+        users.where(F.col(t.MODEL_VERSION) == model_version),
+        jobs.where(F.col(t.MODEL_VERSION) == model_version),
+    )

@@ -1,0 +1,66 @@
+"""Composition helpers shared by the CLI commands: turn the validated config into each part's settings."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+from pyspark.sql import SparkSession
+
+from batch.publish import publish_recommendations, recommend_top_n
+from batch.train import AlsParams, TrainedModel, read_factors, train_model, write_model
+from schemas import tables as t
+from schemas.click_event import EventLimits
+from schemas.config import Config
+from streaming.connections import spark_kafka_options
+from streaming.delta_tables import absolute_location, ensure_delta_table
+from streaming.ingest import IngestSettings
+
+log = logging.getLogger(__name__)
+
+
+def ingest_settings(cfg: Config, bootstrap: str) -> IngestSettings:
+    return IngestSettings(
+        tables_root=cfg.storage.tables_root,
+        checkpoint=f"{absolute_location(cfg.storage.checkpoints_root).rstrip('/')}/ingest",
+        clicks_topic=cfg.kafka.clicks_topic,
+        kafka_options=spark_kafka_options(cfg.kafka, bootstrap),
+        starting_offsets=cfg.ingest.starting_offsets,
+        max_offsets_per_trigger=cfg.ingest.max_offsets_per_trigger,
+        dedup_window=cfg.ingest.dedup_window,
+        limits=EventLimits(cfg.ingest.max_record_bytes, cfg.ingest.max_future_seconds, cfg.ingest.max_past_days),
+        weights=cfg.ingest.weights,
+    )
+
+
+def als_params(cfg: Config) -> AlsParams:
+    a = cfg.als
+    return AlsParams(a.rank, a.max_iter, a.reg_param, a.alpha, a.seed, a.checkpoint_interval)
+
+
+def retrain_and_publish(spark: SparkSession, cfg: Config, bootstrap: str | None, publish: bool = True) -> TrainedModel:
+    """Train on the newest interactions, record the model, and (unless told not to) publish its top-N lists."""
+    model = train_model(spark, cfg.storage.tables_root, als_params(cfg), cfg.retrain.min_interactions)
+    write_model(spark, cfg.storage.tables_root, model, t.STATUS_PUBLISHED)
+    log.info("model %s trained: %s", model.model_version, model.timings)
+    if publish and bootstrap:
+        publish_model(spark, cfg, bootstrap, model.model_version)
+    return model
+
+
+def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_version: str) -> int:
+    generated_at = datetime.now(timezone.utc)
+    user_factors, job_factors = read_factors(spark, cfg.storage.tables_root, model_version)
+    interactions = spark.read.format("delta").load(ensure_delta_table(spark, cfg.storage.tables_root, t.INTERACTIONS))
+    recs = recommend_top_n(
+        spark, user_factors, job_factors, interactions, cfg.publish.top_n, model_version, generated_at
+    )
+    return publish_recommendations(
+        spark,
+        recs,
+        cfg.storage.tables_root,
+        spark_kafka_options(cfg.kafka, bootstrap),
+        cfg.kafka.recommendations_topic,
+        model_version,
+        generated_at,
+    )

@@ -1,0 +1,249 @@
+"""`jobrec`: the command line of the pipeline. Each subcommand is one process's composition root: it reads the
+config, builds the SparkSession and Kafka clients it needs, and hands them to the code in streaming/ and batch/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from schemas.config import Config, ConfigError, load_config
+
+log = logging.getLogger("jobrec")
+
+SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # kafka-python narrates every connection attempt at INFO
+    logging.getLogger("kafka").setLevel(logging.ERROR if level != "DEBUG" else logging.DEBUG)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def _spark(cfg: Config, name: str):
+    from streaming.connections import build_spark_session
+
+    return build_spark_session(cfg, f"jobrec-{name}")
+
+
+def cmd_kafka(cfg: Config, args: argparse.Namespace) -> int:
+    from streaming.connections import ensure_topics
+    from streaming.embedded_kafka import running_broker, start_broker, stop_broker
+
+    if args.action == "start":
+        state = start_broker(cfg.embedded_kafka)
+        ensure_topics(cfg.kafka, state.bootstrap)
+        print(
+            f"Kafka broker running at {state.bootstrap} (pid {state.pid}); topics "
+            f"{cfg.kafka.clicks_topic}, {cfg.kafka.recommendations_topic}"
+        )
+    elif args.action == "stop":
+        print("Kafka broker stopped" if stop_broker(cfg.embedded_kafka) else "no Kafka broker was running")
+    else:
+        state = running_broker(cfg.embedded_kafka)
+        print(f"running at {state.bootstrap} (pid {state.pid})" if state else "not running")
+        return 0 if state else 3
+    return 0
+
+
+def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
+    from streaming.app import ingest_settings
+    from streaming.connections import ensure_topics, resolve_bootstrap
+    from streaming.ingest import run_ingest, start_ingest
+
+    bootstrap = resolve_bootstrap(cfg)
+    ensure_topics(cfg.kafka, bootstrap)
+    spark = _spark(cfg, "ingest")
+    settings = ingest_settings(cfg, bootstrap)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log.info(
+        "ingesting %s from %s into %s (%s)",
+        cfg.kafka.clicks_topic,
+        bootstrap,
+        cfg.storage.tables_root,
+        "until caught up" if args.once else "until stopped",
+    )
+    try:
+        run_ingest(
+            lambda: start_ingest(spark, settings, once=args.once, trigger_seconds=cfg.ingest.trigger_seconds),
+            once=args.once,
+            backoff_seconds=cfg.ingest.restart_backoff_seconds,
+            should_stop=stop.is_set,
+        )
+    except KeyboardInterrupt:
+        log.info("interrupted")
+    finally:
+        spark.stop()
+    return 0
+
+
+def cmd_load(cfg: Config, args: argparse.Namespace) -> int:
+    from batch.backfill import CsvLayout, load_counts_csv
+
+    spark = _spark(cfg, "load")
+    try:
+        report = load_counts_csv(
+            spark,
+            args.csv,
+            CsvLayout(args.sep, args.user_col, args.job_col, args.count_col),
+            cfg.storage.tables_root,
+            args.event_type,
+            cfg.ingest.weights,
+        )
+    finally:
+        spark.stop()
+    print(
+        "already loaded (same file content): nothing added"
+        if report.skipped_as_already_loaded
+        else f"loaded {report.pairs_loaded} (user, job) pairs from {report.rows_read} rows "
+        f"({report.rows_zero} zero-count rows and {report.rows_bad} bad rows skipped)"
+    )
+    return 0
+
+
+def cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
+    from streaming.app import retrain_and_publish
+    from streaming.connections import resolve_bootstrap
+
+    bootstrap = None if args.no_publish else resolve_bootstrap(cfg)
+    spark = _spark(cfg, "retrain")
+    try:
+        while True:
+            model = retrain_and_publish(spark, cfg, bootstrap, publish=not args.no_publish)
+            print(
+                f"model {model.model_version}: {model.n_users} users x {model.n_jobs} jobs, "
+                f"{model.n_interactions} interactions, timings {model.timings}"
+            )
+            if not args.loop:
+                return 0
+            log.info("next retrain in %.0f s", cfg.retrain.interval_seconds)
+            time.sleep(cfg.retrain.interval_seconds)
+    finally:
+        spark.stop()
+
+
+def cmd_publish(cfg: Config, args: argparse.Namespace) -> int:
+    from batch.train import serving_model_version
+    from streaming.app import publish_model
+    from streaming.connections import resolve_bootstrap
+
+    bootstrap = resolve_bootstrap(cfg)
+    spark = _spark(cfg, "publish")
+    try:
+        version = args.model_version or serving_model_version(spark, cfg.storage.tables_root)
+        if not version:
+            print("no published model yet: run `jobrec retrain` first", file=sys.stderr)
+            return 1
+        n = publish_model(spark, cfg, bootstrap, version)
+        print(f"published {n} lists of model {version} to {cfg.kafka.recommendations_topic}")
+    finally:
+        spark.stop()
+    return 0
+
+
+def cmd_show(cfg: Config, args: argparse.Namespace) -> int:
+    from streaming.connections import python_client_args, resolve_bootstrap
+    from streaming.demo import print_lists
+    from streaming.recommendations_reader import read_latest_lists
+
+    lists = read_latest_lists(python_client_args(cfg.kafka, resolve_bootstrap(cfg)), cfg.kafka.recommendations_topic)
+    users = args.user or sorted(lists)[: args.limit]
+    print_lists(lists, users, None)
+    print(f"({len(lists)} users have a list on {cfg.kafka.recommendations_topic})")
+    return 0
+
+
+def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
+    from streaming.demo import run_demo
+
+    return run_demo(cfg, Path(args.seed_dir), args.live_events, args.keep_kafka)
+
+
+def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
+    from streaming.bench import run_bench
+
+    return run_bench(cfg, args.what, args.events, Path(args.seed_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jobrec", description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--config", help="YAML file overriding deploy/config/default.yaml")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    k = sub.add_parser("kafka", help="start, stop or check the embedded local Kafka broker")
+    k.add_argument("action", choices=["start", "stop", "status"])
+    k.set_defaults(func=cmd_kafka)
+
+    i = sub.add_parser("ingest", help="stream click events from Kafka into the Delta tables")
+    i.add_argument("--once", action="store_true", help="read what is on the topic now, then stop")
+    i.set_defaults(func=cmd_ingest)
+
+    ld = sub.add_parser("load", help="backfill a CSV of (user, job, count) rows into the interactions table")
+    ld.add_argument("csv", help="path of the CSV file (with a header row)")
+    ld.add_argument("--sep", default=",", help="field separator (default ,)")
+    ld.add_argument("--user-col", default="userId", help="user id column (default userId)")
+    ld.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
+    ld.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
+    ld.add_argument("--event-type", default="click", help="which event type the counts are (default click)")
+    ld.set_defaults(func=cmd_load)
+
+    r = sub.add_parser("retrain", help="train ALS on the interactions, record the model, publish top-N lists")
+    r.add_argument("--no-publish", action="store_true", help="train and record only")
+    r.add_argument("--loop", action="store_true", help="retrain every retrain.interval_seconds until stopped")
+    r.set_defaults(func=cmd_retrain)
+
+    pb = sub.add_parser("publish", help="publish the top-N lists of a model to the table and the topic")
+    pb.add_argument("--model-version", help="default: the newest published model")
+    pb.set_defaults(func=cmd_publish)
+
+    s = sub.add_parser("show", help="print the newest recommendation lists from the topic")
+    s.add_argument("--user", action="append", help="a user id (repeatable); default: the first few")
+    s.add_argument("--limit", type=int, default=5, help="how many users when none is named")
+    s.set_defaults(func=cmd_show)
+
+    d = sub.add_parser("demo", help="the whole pipeline on the seed data with a local Kafka, then shut down")
+    d.add_argument("--seed-dir", default=str(SEED_DIR), help="folder with job_clicks.csv and jobs.csv")
+    d.add_argument("--live-events", type=int, default=2000, help="live click events to stream in")
+    d.add_argument("--keep-kafka", action="store_true", help="leave the broker running afterwards")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="measure ingest rate or retrain time; prints figures")
+    b.add_argument("what", choices=["ingest", "retrain"])
+    b.add_argument("--events", type=int, default=100_000, help="events for the ingest benchmark")
+    b.add_argument("--seed-dir", default=str(SEED_DIR), help="folder with job_clicks.csv")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"jobrec: bad config: {e}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(cfg, args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's last word: one clear line, details in the debug log
+        from streaming.connections import KafkaNotConfigured
+        from streaming.embedded_kafka import BrokerError
+
+        if isinstance(e, (KafkaNotConfigured, BrokerError, FileNotFoundError, ValueError)):
+            print(f"jobrec: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
