@@ -1,0 +1,18 @@
+"""Every command answers --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["", "kafka", "ingest", "load", "retrain", "publish", "show", "demo", "bench"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command: str) -> None:
+    args = [sys.executable, "-m", "streaming.cli", *([command] if command else []), "--help"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "usage: jobrec" in done.stdout
