@@ -1,0 +1,88 @@
+"""Fixtures for integration tests: a real Kafka broker (the project's embedded KRaft broker), a real local
+SparkSession with Delta, and a fresh config (own topics, own table folders) per test."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from schemas.config import Config, EmbeddedKafkaConfig, load_config
+from streaming.connections import build_spark_session, ensure_topics, python_client_args
+from streaming.embedded_kafka import BrokerState, start_broker, stop_broker
+
+REPO = Path(__file__).resolve().parents[2]
+SEED_DIR = REPO.parent / "shared" / "data" / "seed"
+
+
+def broker_config(folder: Path) -> EmbeddedKafkaConfig:
+    return EmbeddedKafkaConfig(
+        dir=str(folder), jars_dir=str(REPO / ".cache" / "jars" / "kafka"), heap_mb=512, start_timeout_seconds=120
+    )
+
+
+def write_config(folder: Path, bootstrap: str, name: str, **sections: dict[str, Any]) -> Path:
+    """A config file for one test: its own topics, tables and checkpoints; `sections` override more."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "clicks_topic": f"{name}-clicks",
+            "recommendations_topic": f"{name}-recs",
+            "clicks_partitions": 3,
+        },
+        "storage": {"tables_root": str(folder / "tables"), "checkpoints_root": str(folder / "checkpoints")},
+        "spark": {
+            "jars_dir": str(REPO / ".cache" / "jars" / "spark"),
+            "checkpoint_dir": str(folder / "spark-checkpoints"),
+            "shuffle_partitions": 2,
+            "driver_memory": "3g",
+            "log_level": "ERROR",
+        },
+        "ingest": {"restart_backoff_seconds": 2},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerState]:
+    cfg = broker_config(tmp_path_factory.mktemp("kafka"))
+    state = start_broker(cfg)
+    yield state
+    stop_broker(cfg)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("spark")
+    session = build_spark_session(load_config(write_config(folder, "unused:9092", "spark"), env={}), "jobrec-tests")
+    yield session
+    session.stop()
+
+
+def unique_name(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, broker: BrokerState, request: pytest.FixtureRequest) -> tuple[Config, Path]:
+    """(config, its file) for one test against the session broker, with its topics created."""
+    path = write_config(tmp_path, broker.bootstrap, unique_name(request))
+    cfg = load_config(path, env={})
+    ensure_topics(cfg.kafka, broker.bootstrap)
+    return cfg, path
+
+
+def make_producer(cfg: Config):
+    from kafka import KafkaProducer
+
+    return KafkaProducer(**python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), acks="all", linger_ms=5)
