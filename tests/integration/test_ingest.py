@@ -46,8 +46,9 @@ def send(producer, topic: str, records: list[tuple[bytes | None, bytes | None]])
     return [(m.partition, m.offset) for m in (f.get(timeout=60) for f in futures)]
 
 
-def interactions_by_type(spark, cfg) -> dict[tuple[str, str, str], int]:
-    rows = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.INTERACTIONS)).collect()
+def interactions_by_type(spark, tables_root: str) -> dict[tuple[str, str, str], int]:
+    """(user, job, event type) -> count, read from the interactions table."""
+    rows = spark.read.format("delta").load(table_path(tables_root, t.INTERACTIONS)).collect()
     out = {}
     for r in rows:
         for event_type in ("view", "click", "save", "apply"):
@@ -81,7 +82,7 @@ def test_known_mix_gives_exact_counts_and_every_bad_record_a_reason(spark, pipel
     query.awaitTermination(600)
     assert query.exception() is None
 
-    assert interactions_by_type(spark, cfg) == expected_counts(first + repeats + second)
+    assert interactions_by_type(spark, cfg.storage.tables_root) == expected_counts(first + repeats + second)
     events = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.EVENTS))
     assert events.count() == 600 and events.select(t.EVENT_ID).distinct().count() == 600
 
@@ -123,7 +124,7 @@ def test_running_again_adds_nothing_and_late_repeats_are_dropped(spark, pipeline
     producer.close()
     start_ingest(spark, settings, once=True).awaitTermination(600)
     start_ingest(spark, settings, once=True).awaitTermination(600)
-    assert interactions_by_type(spark, cfg) == expected_counts(events)
+    assert interactions_by_type(spark, cfg.storage.tables_root) == expected_counts(events)
     total = (
         spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.INTERACTIONS))
         .agg(F.sum(t.count_column("view")) + F.sum(t.count_column("click")) + F.sum(t.count_column("save"))
