@@ -96,6 +96,8 @@ def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings
     started = time.monotonic()
     batch = batch.persist()
     try:
+        if batch.isEmpty():  # e.g. the batch Spark runs only to move the watermark on
+            return {"events": 0, "dead_letters": 0}
         rejected = batch.where(F.col(t.REASON_CODE).isNotNull()).select(
             t.RAW,
             t.KAFKA_TOPIC,
@@ -118,8 +120,12 @@ def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings
             t.KAFKA_OFFSET,
             F.lit(batch_id).cast("long").alias(t.BATCH_ID),
         )
-        n_rejected, n_events = rejected.count(), events.count()
-        for name, frame in ((t.DEAD_LETTERS, rejected), (t.EVENTS, events)):
+        sizes = {row[0]: row[1] for row in batch.groupBy(F.col(t.REASON_CODE).isNull()).count().collect()}
+        n_events, n_rejected = sizes.get(True, 0), sizes.get(False, 0)
+        # an empty side is not written: an empty commit would cost a Delta transaction for nothing
+        for name, frame, size in ((t.DEAD_LETTERS, rejected, n_rejected), (t.EVENTS, events, n_events)):
+            if not size:
+                continue
             path = ensure_delta_table(spark, settings.tables_root, name)
             (
                 frame.write.format("delta")
