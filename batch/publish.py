@@ -7,7 +7,6 @@ One message per user, keyed by user_id, valid against schemas/recommendation.v1.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ from pyspark.sql import functions as F
 
 from batch.top_n import top_n_unseen
 from schemas import tables as t
+from schemas.recommendation import recommendation_message
 from streaming.delta_tables import ensure_delta_table
-from streaming.producer import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +43,6 @@ RECS_DDL = (
     f"{t.USER_ID} STRING, {t.NEWEST_EVENT_AT} TIMESTAMP, "
     f"{t.ITEMS} ARRAY<STRUCT<{t.JOB_ID}: STRING, {t.SCORE}: DOUBLE, {t.RANK}: INT>>, {MESSAGE} STRING"
 )
-
-
-def recommendation_message(
-    user_id: str,
-    model_version: str | None,
-    generated_at: datetime,
-    newest_event_at: datetime | None,
-    source: str,
-    items: list[dict[str, object]],
-) -> str:
-    """The recommendation message v1 as JSON text."""
-    return json.dumps(
-        {
-            "schema_version": 1,
-            "user_id": user_id,
-            "model_version": model_version,
-            "generated_at": format_timestamp(generated_at),
-            "newest_event_at": format_timestamp(newest_event_at) if newest_event_at else None,
-            "source": source,
-            "items": items,
-        },
-        separators=(",", ":"),
-    )
 
 
 def score_user_batches(

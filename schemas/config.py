@@ -103,6 +103,11 @@ class PublishConfig:
 
 
 @dataclass(frozen=True)
+class FoldInConfig:
+    model_check_seconds: float
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig
     embedded_kafka: EmbeddedKafkaConfig
@@ -112,6 +117,7 @@ class Config:
     als: AlsConfig
     retrain: RetrainConfig
     publish: PublishConfig
+    fold_in: FoldInConfig
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -220,6 +226,7 @@ def _check_values(cfg: Config) -> None:
     need(cfg.als.reg_param >= 0, "als.reg_param", "must be >= 0")
     need(cfg.als.alpha >= 0, "als.alpha", "must be >= 0")
     need(1 <= cfg.publish.top_n <= 1000, "publish.top_n", "must be between 1 and 1000")
+    need(cfg.fold_in.model_check_seconds > 0, "fold_in.model_check_seconds", "must be > 0")
 
 
 def parse_config(data: Any) -> Config:

@@ -64,3 +64,53 @@ def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_versio
         model_version,
         generated_at,
     )
+
+
+def run_speed(spark: SparkSession, cfg: Config, bootstrap: str, should_stop, stats=None, on_ready=None):
+    """The speed layer's composition: consumer at the end of the clicks topic, histories, model holder."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from streaming.connections import python_client_args
+    from streaming.speed import Histories, ModelHolder, run_speed_layer
+    from streaming.speed_sources import load_histories, load_serving_model
+
+    client = python_client_args(cfg.kafka, bootstrap)
+    consumer = KafkaConsumer(**client, enable_auto_commit=False, fetch_max_wait_ms=20)
+    partitions = [
+        TopicPartition(cfg.kafka.clicks_topic, p) for p in consumer.partitions_for_topic(cfg.kafka.clicks_topic)
+    ]
+    consumer.assign(partitions)
+    # take the topic's end before the snapshot: clicks after it are folded in from the topic
+    consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        consumer.position(tp)
+    histories = Histories(cfg.ingest.weights)
+    n_rows = load_histories(spark, cfg.storage.tables_root, histories)
+    models = ModelHolder(
+        lambda current: load_serving_model(spark, cfg.storage.tables_root, current), cfg.fold_in.model_check_seconds
+    ).start()
+    log.info(
+        "speed layer ready: %d users (%d interactions), model %s",
+        len(histories.users),
+        n_rows,
+        models.model.model_version if models.model else "none yet",
+    )
+    producer = KafkaProducer(**client, acks="all", linger_ms=0)
+    if on_ready:
+        on_ready()
+    try:
+        return run_speed_layer(
+            consumer,
+            producer,
+            cfg.kafka.recommendations_topic,
+            models,
+            histories,
+            cfg.publish.top_n,
+            EventLimits(cfg.ingest.max_record_bytes, cfg.ingest.max_future_seconds, cfg.ingest.max_past_days),
+            should_stop,
+            stats,
+        )
+    finally:
+        models.stop()
+        consumer.close()
+        producer.close()

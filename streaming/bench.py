@@ -26,8 +26,9 @@ from schemas.config import Config
 def _bench_config(cfg: Config, folder: Path, bootstrap: str) -> Config:
     return replace(
         cfg,
-        kafka=replace(cfg.kafka, bootstrap_servers=bootstrap, clicks_topic="bench-clicks",
-                      recommendations_topic="bench-recs"),
+        kafka=replace(
+            cfg.kafka, bootstrap_servers=bootstrap, clicks_topic="bench-clicks", recommendations_topic="bench-recs"
+        ),
         storage=replace(cfg.storage, tables_root=str(folder / "tables"), checkpoints_root=str(folder / "ckpt")),
         spark=replace(cfg.spark, checkpoint_dir=str(folder / "spark-ckpt")),
     )
@@ -37,8 +38,15 @@ def bench_parse(n: int = 100_000) -> dict[str, float]:
     now = datetime.now(timezone.utc)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     raws = [
-        json.dumps({"event_id": f"e{i}", "user_id": f"u{i % 997}", "job_id": f"j{i % 9066}", "event_type": "click",
-                    "occurred_at": stamp}).encode()
+        json.dumps(
+            {
+                "event_id": f"e{i}",
+                "user_id": f"u{i % 997}",
+                "job_id": f"j{i % 9066}",
+                "event_type": "click",
+                "occurred_at": stamp,
+            }
+        ).encode()
         for i in range(n)
     ]
     received = int(now.timestamp() * 1000)
@@ -51,8 +59,11 @@ def bench_parse(n: int = 100_000) -> dict[str, float]:
     for r in raws:
         parse_click_event(r, received, limits)
     ours = time.perf_counter() - t0
-    return {"parse_events_per_s": round(n / ours), "json_loads_per_s": round(n / ref),
-            "parse_vs_json_loads_time_ratio": round(ours / ref, 2)}
+    return {
+        "parse_events_per_s": round(n / ours),
+        "json_loads_per_s": round(n / ref),
+        "parse_vs_json_loads_time_ratio": round(ours / ref, 2),
+    }
 
 
 def run_bench(cfg: Config, what: str, n_events: int, seed_dir: Path) -> int:
@@ -73,12 +84,18 @@ def run_bench(cfg: Config, what: str, n_events: int, seed_dir: Path) -> int:
                 figures = bench_parse()
                 rng = random.Random(0)
                 now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                producer = KafkaProducer(**python_client_args(cfg.kafka, state.bootstrap), acks="all",
-                                         linger_ms=20, batch_size=1 << 18)
+                producer = KafkaProducer(
+                    **python_client_args(cfg.kafka, state.bootstrap), acks="all", linger_ms=20, batch_size=1 << 18
+                )
                 t0 = time.perf_counter()
                 for i in range(n_events):
-                    e = {"event_id": f"e{i}", "user_id": f"u{rng.randrange(5000)}", "job_id": f"j{rng.randrange(9000)}",
-                         "event_type": rng.choice(["view", "click", "save", "apply"]), "occurred_at": now}
+                    e = {
+                        "event_id": f"e{i}",
+                        "user_id": f"u{rng.randrange(5000)}",
+                        "job_id": f"j{rng.randrange(9000)}",
+                        "event_type": rng.choice(["view", "click", "save", "apply"]),
+                        "occurred_at": now,
+                    }
                     producer.send(cfg.kafka.clicks_topic, key=e["user_id"].encode(), value=json.dumps(e).encode())
                 producer.flush()
                 producer.close()
@@ -125,12 +142,13 @@ def _bench_retrain(spark, cfg: Config, seed_dir: Path) -> dict[str, float]:
     from batch.train import train_model
     from streaming.app import als_params
 
-    load_counts_csv(spark, str(seed_dir / "job_clicks.csv"), CsvLayout(), cfg.storage.tables_root, "click",
-                    cfg.ingest.weights)
+    load_counts_csv(
+        spark, str(seed_dir / "job_clicks.csv"), CsvLayout(), cfg.storage.tables_root, "click", cfg.ingest.weights
+    )
     params = als_params(cfg)
     train_model(spark, cfg.storage.tables_root, replace(params, max_iter=1))  # warm-up: JIT, caches
     t0 = time.perf_counter()
-    one = train_model(spark, cfg.storage.tables_root, replace(params, max_iter=1))
+    train_model(spark, cfg.storage.tables_root, replace(params, max_iter=1))
     one_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     full = train_model(spark, cfg.storage.tables_root, params)

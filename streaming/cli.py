@@ -84,6 +84,25 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speed(cfg: Config, args: argparse.Namespace) -> int:
+    from streaming.app import run_speed
+    from streaming.connections import ensure_topics, resolve_bootstrap
+
+    bootstrap = resolve_bootstrap(cfg)
+    ensure_topics(cfg.kafka, bootstrap)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    spark = _spark(cfg, "speed")
+    try:
+        stats = run_speed(spark, cfg, bootstrap, stop.is_set)
+    except KeyboardInterrupt:
+        stats = None
+    finally:
+        spark.stop()
+    log.info("speed layer stopped: %s", stats)
+    return 0
+
+
 def cmd_load(cfg: Config, args: argparse.Namespace) -> int:
     from batch.backfill import CsvLayout, load_counts_csv
 
@@ -185,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("ingest", help="stream click events from Kafka into the Delta tables")
     i.add_argument("--once", action="store_true", help="read what is on the topic now, then stop")
     i.set_defaults(func=cmd_ingest)
+
+    sp = sub.add_parser("speed", help="refresh a user's list within seconds of their clicks (fold-in)")
+    sp.set_defaults(func=cmd_speed)
 
     ld = sub.add_parser("load", help="backfill a CSV of (user, job, count) rows into the interactions table")
     ld.add_argument("csv", help="path of the CSV file (with a header row)")

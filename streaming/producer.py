@@ -8,10 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-
-def format_timestamp(dt: datetime) -> str:
-    """RFC 3339 UTC with milliseconds, the form the schemas use."""
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+from schemas.recommendation import format_timestamp
 
 
 def make_click_event(

@@ -126,8 +126,14 @@ def test_running_again_adds_nothing_and_late_repeats_are_dropped(spark, pipeline
     start_ingest(spark, settings, once=True).awaitTermination(600)
     assert interactions_by_type(spark, cfg.storage.tables_root) == expected_counts(events)
     total = (
-        spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.INTERACTIONS))
-        .agg(F.sum(t.count_column("view")) + F.sum(t.count_column("click")) + F.sum(t.count_column("save"))
-             + F.sum(t.count_column("apply"))).collect()[0][0]
+        spark.read.format("delta")
+        .load(table_path(cfg.storage.tables_root, t.INTERACTIONS))
+        .agg(
+            F.sum(t.count_column("view"))
+            + F.sum(t.count_column("click"))
+            + F.sum(t.count_column("save"))
+            + F.sum(t.count_column("apply"))
+        )
+        .collect()[0][0]
     )
     assert total == 50

@@ -98,7 +98,10 @@ def test_sigkill_mid_ingest_then_restart_counts_exactly_once(spark, broker, tmp_
 
     done = subprocess.run(
         [sys.executable, "-m", "streaming.cli", "--config", str(config), "ingest", "--once"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert interactions_by_type(spark, cfg.storage.tables_root) == expected_counts(events)

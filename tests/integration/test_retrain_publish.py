@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -106,7 +105,9 @@ def test_publish_sends_every_user_one_valid_list_of_unseen_jobs(spark, trained) 
     n = publish_model(spark, cfg, cfg.kafka.bootstrap_servers, model.model_version)
     assert n == len(train)
     schema = json.loads((REPO / "schemas" / "recommendation.v1.json").read_text())
-    lists = read_latest_lists(python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), cfg.kafka.recommendations_topic)
+    lists = read_latest_lists(
+        python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), cfg.kafka.recommendations_topic
+    )
     assert set(lists) == set(train)
     for user, msg in lists.items():
         jsonschema.validate(msg, schema)

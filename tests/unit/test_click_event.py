@@ -74,8 +74,12 @@ BAD_RECORDS = [
     ("deep nesting in a field", with_(user_id=json.loads("[" * 50 + "]" * 50)), "wrong_type"),
     ("oversized record", with_(job_id="j" * 5000), "too_large"),
     ("unknown field", with_(extra="x"), "unknown_field"),
-    ("duplicate key", b'{"event_id":"a","event_id":"b","user_id":"u","job_id":"j","event_type":"view",'
-     b'"occurred_at":"2026-11-26T11:00:00Z"}', "duplicate_key"),
+    (
+        "duplicate key",
+        b'{"event_id":"a","event_id":"b","user_id":"u","job_id":"j","event_type":"view",'
+        b'"occurred_at":"2026-11-26T11:00:00Z"}',
+        "duplicate_key",
+    ),
     ("NaN literal", b'{"event_id": NaN}', "invalid_json"),
     ("wrong schema_version", with_(schema_version=2), "unsupported_version"),
 ]
@@ -126,9 +130,23 @@ def _schema_accepts(raw: bytes) -> bool:
 @pytest.mark.parametrize(
     "raw",
     [with_(), with_(schema_version=1), with_(event_type="view"), with_(occurred_at="2026-11-26T11:00:00+01:00")]
-    + [raw for _, raw, code in BAD_RECORDS if code in {
-        "not_object", "missing_field", "null_field", "wrong_type", "empty_field", "too_long", "unknown_event_type",
-        "control_char", "unknown_field", "unsupported_version"}]
+    + [
+        raw
+        for _, raw, code in BAD_RECORDS
+        if code
+        in {
+            "not_object",
+            "missing_field",
+            "null_field",
+            "wrong_type",
+            "empty_field",
+            "too_long",
+            "unknown_event_type",
+            "control_char",
+            "unknown_field",
+            "unsupported_version",
+        }
+    ]
     + [with_(occurred_at="yesterday"), with_(occurred_at="2026-11-26T11:59:00")],
 )
 def test_parser_agrees_with_the_published_json_schema(raw: bytes) -> None:

@@ -1,0 +1,37 @@
+"""The recommendation message v1 in code: build the JSON a consumer of the recommendations topic reads.
+
+Same contract as `recommendation.v1.json` (the tests validate built messages against it).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+
+def format_timestamp(dt: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, the form both schemas use."""
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def recommendation_message(
+    user_id: str,
+    model_version: str | None,
+    generated_at: datetime,
+    newest_event_at: datetime | None,
+    source: str,
+    items: list[dict[str, object]],
+) -> str:
+    """The recommendation message v1 as JSON text; items are {job_id, score, rank}, best first."""
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "user_id": user_id,
+            "model_version": model_version,
+            "generated_at": format_timestamp(generated_at),
+            "newest_event_at": format_timestamp(newest_event_at) if newest_event_at else None,
+            "source": source,
+            "items": items,
+        },
+        separators=(",", ":"),
+    )

@@ -1,0 +1,229 @@
+"""The speed layer: a user's new clicks refresh that user's list within seconds, between retrains.
+
+It follows the clicks topic with a plain Kafka consumer (no micro-batch scheduler in the way), keeps every
+user's history in memory (loaded from the Delta interactions table, then updated click by click), and for each
+user whose clicks arrive re-solves the user's vector against the serving model's fixed job factors
+(`fold_in.fold_in_user`) and publishes a new top-N list (source fold-in). A user with no job the model knows
+gets a popularity list (source fallback) until the next retrain. When a retrain publishes a new model version,
+the next check (every fold_in.model_check_seconds) switches to it without a restart.
+
+The ingest remains the record of truth (exactly once, in Delta); this layer trades that for latency: its
+in-memory histories may differ from the table by the clicks in flight when it started, which the next retrain's
+lists correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from batch.top_n import top_n_unseen
+from schemas import tables as t
+from schemas.click_event import ClickEvent, EventLimits, parse_click_event
+from schemas.recommendation import recommendation_message
+from streaming.fold_in import fold_in_user, gramian
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServingModel:
+    """What fold-in needs of one model version: job factors, Y^T Y, the ALS parameters, a popularity order."""
+
+    model_version: str
+    job_ids: list[str]
+    job_matrix: np.ndarray
+    alpha: float
+    reg_param: float
+    popular: list[int]  # job indices, most interacted-with first
+    yty: np.ndarray = field(init=False)
+    position: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.yty = gramian(self.job_matrix)
+        self.position = {job: i for i, job in enumerate(self.job_ids)}
+
+
+@dataclass
+class UserHistory:
+    strengths: dict[str, float] = field(default_factory=dict)
+    newest_event_at: datetime | None = None
+
+
+class Histories:
+    """user -> {job: strength} and the newest click time, kept current click by click."""
+
+    def __init__(self, weights: dict[str, float]):
+        self.weights = weights
+        self.users: dict[str, UserHistory] = {}
+
+    def load(self, rows: Iterable[tuple[str, str, float, datetime | None]]) -> None:
+        for user, job, strength, last_at in rows:
+            h = self.users.setdefault(user, UserHistory())
+            h.strengths[job] = h.strengths.get(job, 0.0) + strength
+            if last_at and (h.newest_event_at is None or last_at > h.newest_event_at):
+                h.newest_event_at = last_at
+
+    def add(self, event: ClickEvent) -> None:
+        h = self.users.setdefault(event.user_id, UserHistory())
+        h.strengths[event.job_id] = h.strengths.get(event.job_id, 0.0) + self.weights[event.event_type]
+        if h.newest_event_at is None or event.occurred_at > h.newest_event_at:
+            h.newest_event_at = event.occurred_at
+
+
+def recommend_for_user(model: ServingModel, history: UserHistory, n: int) -> tuple[str, list[dict[str, object]]]:
+    """(source, items) for one user: fold-in over the jobs the model knows, else popularity; seen jobs excluded."""
+    known = [(model.position[j], s) for j, s in history.strengths.items() if j in model.position and s > 0]
+    if not known:
+        seen_jobs = set(history.strengths)
+        best = [i for i in model.popular if model.job_ids[i] not in seen_jobs][:n]
+        return t.SOURCE_FALLBACK, [
+            {t.JOB_ID: model.job_ids[i], t.SCORE: 0.0, t.RANK: r + 1} for r, i in enumerate(best)
+        ]
+    idx = np.fromiter((i for i, _ in known), dtype=np.int64, count=len(known))
+    strengths = np.fromiter((s for _, s in known), dtype=np.float64, count=len(known))
+    x = fold_in_user(model.yty, model.job_matrix[idx], strengths, model.alpha, model.reg_param)
+    [(best, scores)] = top_n_unseen(x[None, :], model.job_matrix, [idx], n)
+    items = [
+        {t.JOB_ID: model.job_ids[j], t.SCORE: round(float(s), 6), t.RANK: r + 1}
+        for r, (j, s) in enumerate(zip(best.tolist(), scores.tolist(), strict=True))
+    ]
+    return t.SOURCE_FOLD_IN, items
+
+
+class RecentIds:
+    """The most recent event ids, to drop a producer's retries here too (bounded memory)."""
+
+    def __init__(self, capacity: int = 1_000_000):
+        self.capacity = capacity
+        self.ids: OrderedDict[str, None] = OrderedDict()
+
+    def seen_before(self, event_id: str) -> bool:
+        if event_id in self.ids:
+            return True
+        self.ids[event_id] = None
+        if len(self.ids) > self.capacity:
+            self.ids.popitem(last=False)
+        return False
+
+
+@dataclass
+class SpeedStats:
+    records: int = 0
+    events: int = 0
+    rejected: int = 0
+    repeats: int = 0
+    lists: int = 0
+    fallback_lists: int = 0
+
+
+def process_records(
+    records: Iterable[tuple[bytes | None, int]],
+    histories: Histories,
+    recent: RecentIds,
+    model: ServingModel,
+    n: int,
+    limits: EventLimits,
+    stats: SpeedStats,
+) -> list[tuple[str, str]]:
+    """(value, broker timestamp ms) records -> (user_id, message JSON) for every user whose clicks arrived."""
+    touched: list[str] = []
+    for value, received_ms in records:
+        stats.records += 1
+        verdict = parse_click_event(value, received_ms, limits)
+        if not isinstance(verdict, ClickEvent):
+            stats.rejected += 1  # the ingest dead-letters it; nothing to do here
+            continue
+        if recent.seen_before(verdict.event_id):
+            stats.repeats += 1
+            continue
+        stats.events += 1
+        histories.add(verdict)
+        touched.append(verdict.user_id)
+    generated_at = datetime.now(timezone.utc)
+    out = []
+    for user in dict.fromkeys(touched):
+        history = histories.users[user]
+        source, items = recommend_for_user(model, history, n)
+        stats.lists += 1
+        stats.fallback_lists += source == t.SOURCE_FALLBACK
+        out.append(
+            (
+                user,
+                recommendation_message(user, model.model_version, generated_at, history.newest_event_at, source, items),
+            )
+        )
+    return out
+
+
+class ModelHolder:
+    """The serving model, swapped by a background thread when a retrain publishes a new version."""
+
+    def __init__(self, load: Callable[[str | None], ServingModel | None], check_seconds: float):
+        self._load = load
+        self.check_seconds = check_seconds
+        self.model: ServingModel | None = load(None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, name="model-refresh", daemon=True)
+
+    def start(self) -> ModelHolder:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.check_seconds):
+            try:
+                current = self.model.model_version if self.model else None
+                newer = self._load(current)
+                if newer is not None:
+                    log.info("fold-in switches to model %s (was %s)", newer.model_version, current)
+                    self.model = newer
+            except Exception:  # noqa: BLE001 - keep serving the old model; say why
+                log.exception("could not check for a new model; keeping %s", self.model and self.model.model_version)
+
+
+def run_speed_layer(
+    consumer,
+    producer,
+    recommendations_topic: str,
+    models: ModelHolder,
+    histories: Histories,
+    n: int,
+    limits: EventLimits,
+    should_stop: Callable[[], bool],
+    stats: SpeedStats | None = None,
+) -> SpeedStats:
+    """Poll clicks, fold in against the holder's current model, publish one list per touched user."""
+    stats = stats or SpeedStats()
+    recent = RecentIds()
+    last_log = time.monotonic()
+    while not should_stop():
+        polled = consumer.poll(timeout_ms=50, max_records=5000)
+        records = [(rec.value, rec.timestamp) for batch in polled.values() for rec in batch]
+        model = models.model
+        if not records:
+            continue
+        if model is None:
+            # no model yet: histories still grow, lists start with the first retrain
+            for value, received_ms in records:
+                verdict = parse_click_event(value, received_ms, limits)
+                if isinstance(verdict, ClickEvent) and not recent.seen_before(verdict.event_id):
+                    histories.add(verdict)
+            continue
+        for user, message in process_records(records, histories, recent, model, n, limits, stats):
+            producer.send(recommendations_topic, key=user.encode(), value=message.encode())
+        producer.flush()
+        if time.monotonic() - last_log > 30:
+            last_log = time.monotonic()
+            log.info("speed layer: %s", stats)
+    return stats

@@ -1,0 +1,63 @@
+"""What the speed layer loads from Delta: the serving model's job factors and parameters, and the histories.
+
+Spark is used here only to read tables, at start and when a new model version appears; the hot path is not.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from batch.train import read_factors, serving_model_version
+from schemas import tables as t
+from streaming.delta_tables import ensure_delta_table, table_path
+from streaming.speed import Histories, ServingModel
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def load_serving_model(spark: SparkSession, tables_root: str, current: str | None = None) -> ServingModel | None:
+    """The newest published model, or None if there is none or it is `current` already."""
+    version = serving_model_version(spark, tables_root)
+    if version is None or version == current:
+        return None
+    row = (
+        spark.read.format("delta")
+        .load(table_path(tables_root, t.MODELS))
+        .where(F.col(t.MODEL_VERSION) == version)
+        .select(t.PARAMS)
+        .collect()[0]
+    )
+    params = json.loads(row[t.PARAMS])
+    _, job_factors = read_factors(spark, tables_root, version)
+    jobs = job_factors.select(t.JOB_ID, t.FEATURES).orderBy(t.JOB_ID).collect()
+    job_ids = [r[t.JOB_ID] for r in jobs]
+    position = {j: i for i, j in enumerate(job_ids)}
+    interactions = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.INTERACTIONS))
+    by_users = interactions.groupBy(t.JOB_ID).count().orderBy(F.col("count").desc(), F.col(t.JOB_ID)).collect()
+    popular = [position[r[t.JOB_ID]] for r in by_users if r[t.JOB_ID] in position][:1000]
+    return ServingModel(
+        version,
+        job_ids,
+        np.asarray([r[t.FEATURES] for r in jobs], dtype=np.float64),
+        float(params["alpha"]),
+        float(params["reg_param"]),
+        popular,
+    )
+
+
+def load_histories(spark: SparkSession, tables_root: str, histories: Histories) -> int:
+    """Every (user, job, strength, last_at) row of interactions into `histories`; returns the row count."""
+    interactions = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.INTERACTIONS))
+    # times as epoch microseconds: a collected TIMESTAMP would come back naive, in this process's local zone
+    rows = interactions.select(t.USER_ID, t.JOB_ID, t.STRENGTH, F.unix_micros(t.LAST_AT)).toLocalIterator()
+    n = 0
+    for user, job, strength, last_us in rows:
+        last_at = _EPOCH + timedelta(microseconds=last_us) if last_us is not None else None
+        histories.load([(user, job, strength, last_at)])
+        n += 1
+    return n

@@ -1,0 +1,108 @@
+"""The speed layer's pure logic: fold-in lists, fallback lists, repeats, messages valid against the schema."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+
+from schemas.click_event import EventLimits
+from streaming.speed import Histories, RecentIds, ServingModel, SpeedStats, process_records, recommend_for_user
+from tests.unit.test_fold_in import normal_equations_solution
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "recommendation.v1.json").read_text())
+WEIGHTS = {"view": 1.0, "click": 2.0, "save": 3.0, "apply": 5.0}
+
+
+def model(n_jobs: int = 30, rank: int = 4) -> ServingModel:
+    rng = np.random.default_rng(7)
+    return ServingModel(
+        "v1",
+        [f"j{i}" for i in range(n_jobs)],
+        rng.normal(scale=0.5, size=(n_jobs, rank)),
+        5.0,
+        0.1,
+        popular=list(range(n_jobs)),
+    )
+
+
+def event(event_id: str, user: str, job: str, event_type: str = "click", minute: int = 0) -> bytes:
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "user_id": user,
+            "job_id": job,
+            "event_type": event_type,
+            "occurred_at": f"2026-11-26T12:{minute:02d}:00Z",
+        }
+    ).encode()
+
+
+RECEIVED_MS = 1795694400000 + 3600_000  # 2026-11-26T13:00:00Z
+
+
+def test_fold_in_list_is_the_independent_ranking_without_seen_jobs() -> None:
+    m = model()
+    histories = Histories(WEIGHTS)
+    histories.load([("u", "j3", 2.0, None), ("u", "j7", 5.0, None), ("u", "unknown-job", 1.0, None)])
+    source, items = recommend_for_user(m, histories.users["u"], 5)
+    assert source == "fold-in"
+    r_row = np.zeros(30)
+    r_row[[3, 7]] = [2.0, 5.0]
+    x = normal_equations_solution(m.job_matrix, r_row, 5.0, 0.1 * 2)
+    expected = [f"j{i}" for i in np.argsort(-(m.job_matrix @ x)) if i not in (3, 7)][:5]
+    assert [it["job_id"] for it in items] == expected
+
+
+def test_user_with_only_unknown_jobs_gets_popularity_without_seen() -> None:
+    m = model()
+    histories = Histories(WEIGHTS)
+    histories.load([("new", "brand-new-job", 1.0, None), ("new", "j0", 0.0, None)])
+    source, items = recommend_for_user(m, histories.users["new"], 3)
+    assert source == "fallback"
+    assert [it["job_id"] for it in items] == ["j1", "j2", "j3"]  # j0 is in the history (strength 0 still seen)
+
+
+def test_process_records_one_list_per_user_repeats_and_bad_records_skipped() -> None:
+    m = model()
+    histories, stats = Histories(WEIGHTS), SpeedStats()
+    records = [
+        (event("e1", "alice", "j1", minute=1), RECEIVED_MS),
+        (event("e2", "alice", "j2", "apply", minute=5), RECEIVED_MS),
+        (event("e1", "alice", "j1", minute=1), RECEIVED_MS),  # a retry
+        (b"not json", RECEIVED_MS),
+        (event("e3", "bob", "nope", minute=2), RECEIVED_MS),
+    ]
+    out = dict(process_records(records, histories, RecentIds(), m, 10, EventLimits(), stats))
+    assert set(out) == {"alice", "bob"}
+    assert (stats.events, stats.repeats, stats.rejected, stats.lists) == (3, 1, 1, 2)
+    assert histories.users["alice"].strengths == {"j1": 2.0, "j2": 5.0}
+    alice = json.loads(out["alice"])
+    jsonschema.validate(alice, SCHEMA)
+    assert alice["newest_event_at"] == "2026-11-26T12:05:00.000Z"
+    assert alice["source"] == "fold-in" and alice["model_version"] == "v1"
+    assert not {"j1", "j2"} & {it["job_id"] for it in alice["items"]}
+    bob = json.loads(out["bob"])
+    jsonschema.validate(bob, SCHEMA)
+    assert bob["source"] == "fallback"
+
+
+def test_recent_ids_forget_the_oldest_beyond_capacity() -> None:
+    recent = RecentIds(capacity=2)
+    assert not recent.seen_before("a") and not recent.seen_before("b") and recent.seen_before("a")
+    assert not recent.seen_before("c")  # evicts a, the first added
+    assert recent.seen_before("b") and not recent.seen_before("a")
+
+
+def test_histories_keep_the_newest_time() -> None:
+    h = Histories(WEIGHTS)
+    h.load(
+        [
+            ("u", "j", 1.0, datetime(2026, 1, 2, tzinfo=timezone.utc)),
+            ("u", "k", 1.0, datetime(2026, 1, 1, tzinfo=timezone.utc)),
+        ]
+    )
+    assert h.users["u"].newest_event_at == datetime(2026, 1, 2, tzinfo=timezone.utc)
