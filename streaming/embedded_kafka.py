@@ -177,7 +177,12 @@ def _java(cfg: EmbeddedKafkaConfig, root: Path, *args: str) -> list[str]:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A 22-character URL-safe base64 UUID, as `StorageTool random-uuid` makes; never starting with '-', which
+    the tool's argument parser would take for an option (one id in 64 would fail the format)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def start_broker(cfg: EmbeddedKafkaConfig, scram_users: tuple[ScramUser, ...] = ()) -> BrokerState:

@@ -121,3 +121,90 @@ def test_publish_sends_every_user_one_valid_list_of_unseen_jobs(spark, trained) 
     # the same lists are in the recommendations table
     table = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.RECOMMENDATIONS))
     assert table.where(table[t.MODEL_VERSION] == model.model_version).count() == len(train)
+
+
+def test_fold_in_of_an_unchanged_history_matches_the_trained_factor(spark, trained) -> None:
+    from streaming.speed_sources import load_serving_model
+
+    cfg, model, train, _ = trained
+    serving = load_serving_model(spark, cfg.storage.tables_root)
+    assert serving is not None and serving.model_version == model.model_version
+    users = {r[t.USER_ID]: np.array(r[t.FEATURES], dtype=np.float64) for r in model.user_factors.collect()}
+    from streaming.fold_in import fold_in_user
+
+    errors = []
+    for user in sorted(train)[:50]:
+        idx = np.array([serving.position[j] for j in train[user]])
+        # every train pair was loaded with count 1 as a click: strength = the click weight
+        strengths = np.full(len(idx), cfg.ingest.weights["click"])
+        x = fold_in_user(serving.yty, serving.job_matrix[idx], strengths, cfg.als.alpha, cfg.als.reg_param)
+        errors.append(np.linalg.norm(x - users[user]) / np.linalg.norm(users[user]))
+    print(f"fold-in vs trained user factor, relative error: median {np.median(errors):.2e}, max {max(errors):.2e}")
+    # Spark solves in float32 from float32 job factors; the last ALS step solved users against these same factors
+    assert max(errors) < 1e-3
+
+
+def test_a_click_refreshes_that_users_list_within_seconds(spark, trained) -> None:
+    import threading
+    import time
+
+    from streaming.app import run_speed
+    from streaming.producer import make_click_event, send_click_events
+    from tests.integration.conftest import make_producer
+
+    cfg, model, train, _ = trained
+    # a user with a short history, so that one click moves the vector; a job they never touched, often co-clicked
+    user = min(train, key=lambda u: (len(train[u]), u))
+    co_clicked = defaultdict(lambda: defaultdict(int))
+    for jobs in train.values():
+        for a in jobs:
+            for b in jobs:
+                if a != b:
+                    co_clicked[a][b] += 1
+    job = max((j for j in co_clicked if j not in train[user]), key=lambda j: (sum(co_clicked[j].values()), j))
+    before = read_latest_lists(
+        python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), cfg.kafka.recommendations_topic
+    )
+
+    stop, ready = threading.Event(), threading.Event()
+    worker = threading.Thread(
+        target=run_speed,
+        args=(spark, cfg, cfg.kafka.bootstrap_servers, stop.is_set),
+        kwargs={"on_ready": ready.set},
+        daemon=True,
+    )
+    worker.start()
+    try:
+        assert ready.wait(180), "the speed layer did not start"
+        click = make_click_event(user, job, "apply")
+        producer = make_producer(cfg)
+        sent_at = time.monotonic()
+        send_click_events(producer, cfg.kafka.clicks_topic, [click])
+        producer.close()
+        fresh = None
+        while time.monotonic() - sent_at < 30 and fresh is None:
+            lists = read_latest_lists(
+                python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers),
+                cfg.kafka.recommendations_topic,
+                timeout_seconds=5,
+            )
+            msg = lists.get(user)
+            if msg and msg["source"] == "fold-in" and msg["newest_event_at"] == click["occurred_at"]:
+                fresh = msg
+        waited = time.monotonic() - sent_at
+    finally:
+        stop.set()
+        worker.join(60)
+    assert fresh is not None, "no fold-in list for the user within 30 s"
+    print(f"fold-in list for user {user} arrived {waited:.2f} s after the click on job {job}")
+    new_jobs = [it["job_id"] for it in fresh["items"]]
+    old_jobs = [it["job_id"] for it in before[user]["items"]]
+    assert job not in new_jobs and not set(new_jobs) & train[user]
+    assert fresh["model_version"] == model.model_version
+
+    # the clicked job's neighbours rise: the new list is more co-clicked with it than the list before
+    def affinity(jobs: list[str]) -> float:
+        return float(np.mean([co_clicked[job][j] for j in jobs]))
+
+    print(f"co-clicks with job {job}: before {affinity(old_jobs):.1f}, after {affinity(new_jobs):.1f}")
+    assert affinity(new_jobs) > affinity(old_jobs)
