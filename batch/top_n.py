@@ -20,7 +20,8 @@ def top_n_unseen(
     """
     if user_vectors.shape[0] == 0:
         return []
-    scores = user_vectors.astype(np.float64) @ item_matrix.astype(np.float64).T
+    # asarray, not astype: no copy of the (large) item matrix when it is float64 already
+    scores = np.asarray(user_vectors, dtype=np.float64) @ np.asarray(item_matrix, dtype=np.float64).T
     n_items = item_matrix.shape[0]
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for i, row in enumerate(scores):

@@ -186,6 +186,10 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
+    if args.what == "freshness":
+        from streaming.bench_freshness import run_freshness
+
+        return run_freshness(cfg, Path(args.seed_dir), args.rate, args.seconds, args.json)
     from streaming.bench import run_bench
 
     return run_bench(cfg, args.what, args.events, Path(args.seed_dir))
@@ -237,8 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep-kafka", action="store_true", help="leave the broker running afterwards")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("bench", help="measure ingest rate or retrain time; prints figures")
-    b.add_argument("what", choices=["ingest", "retrain"])
+    b = sub.add_parser("bench", help="measure ingest rate, retrain time or click-to-list freshness; prints figures")
+    b.add_argument("what", choices=["ingest", "retrain", "freshness"])
+    b.add_argument("--rate", type=int, default=1000, help="freshness: click events per second of load")
+    b.add_argument("--seconds", type=float, default=30, help="freshness: how long the load lasts")
+    b.add_argument("--json", action="store_true", help="freshness: one line of JSON")
     b.add_argument("--events", type=int, default=100_000, help="events for the ingest benchmark")
     b.add_argument("--seed-dir", default=str(SEED_DIR), help="folder with job_clicks.csv")
     b.set_defaults(func=cmd_bench)

@@ -16,7 +16,7 @@ import numpy as np
 
 def gramian(job_matrix: np.ndarray) -> np.ndarray:
     """Y^T Y of the job factors (rank x rank), in float64."""
-    y = job_matrix.astype(np.float64)
+    y = np.asarray(job_matrix, dtype=np.float64)
     return y.T @ y
 
 
@@ -26,8 +26,8 @@ def fold_in_user(
     """The user's vector from the factors of the jobs in their history and the strength r of each."""
     rank = yty.shape[0]
     positive = strengths > 0
-    y = history_vectors[positive].astype(np.float64)
-    r = strengths[positive].astype(np.float64)
+    y = np.asarray(history_vectors[positive], dtype=np.float64)
+    r = np.asarray(strengths[positive], dtype=np.float64)
     if len(r) == 0:
         return np.zeros(rank)
     c1 = alpha * r

@@ -78,24 +78,54 @@ class Histories:
             h.newest_event_at = event.occurred_at
 
 
-def recommend_for_user(model: ServingModel, history: UserHistory, n: int) -> tuple[str, list[dict[str, object]]]:
-    """(source, items) for one user: fold-in over the jobs the model knows, else popularity; seen jobs excluded."""
-    known = [(model.position[j], s) for j, s in history.strengths.items() if j in model.position and s > 0]
-    if not known:
-        seen_jobs = set(history.strengths)
-        best = [i for i in model.popular if model.job_ids[i] not in seen_jobs][:n]
-        return t.SOURCE_FALLBACK, [
-            {t.JOB_ID: model.job_ids[i], t.SCORE: 0.0, t.RANK: r + 1} for r, i in enumerate(best)
-        ]
-    idx = np.fromiter((i for i, _ in known), dtype=np.int64, count=len(known))
-    strengths = np.fromiter((s for _, s in known), dtype=np.float64, count=len(known))
-    x = fold_in_user(model.yty, model.job_matrix[idx], strengths, model.alpha, model.reg_param)
-    [(best, scores)] = top_n_unseen(x[None, :], model.job_matrix, [idx], n)
-    items = [
+def _items(model: ServingModel, best: np.ndarray, scores: np.ndarray) -> list[dict[str, object]]:
+    return [
         {t.JOB_ID: model.job_ids[j], t.SCORE: round(float(s), 6), t.RANK: r + 1}
         for r, (j, s) in enumerate(zip(best.tolist(), scores.tolist(), strict=True))
     ]
-    return t.SOURCE_FOLD_IN, items
+
+
+def recommend_for_users(
+    model: ServingModel, histories: list[UserHistory], n: int
+) -> list[tuple[str, list[dict[str, object]]]]:
+    """(source, items) per user: fold-in over the jobs the model knows, else popularity; seen jobs excluded.
+
+    The users' vectors are solved one by one (each is a rank x rank system) and scored together, in one
+    matrix product against the job factors.
+    """
+    out: list[tuple[str, list[dict[str, object]]] | None] = [None] * len(histories)
+    vectors, seen, slots = [], [], []
+    for k, history in enumerate(histories):
+        idx_list, strength_list = [], []
+        for job, strength in history.strengths.items():
+            i = model.position.get(job)
+            if i is not None and strength > 0:
+                idx_list.append(i)
+                strength_list.append(strength)
+        if not idx_list:
+            seen_jobs = history.strengths
+            best = [i for i in model.popular if model.job_ids[i] not in seen_jobs][:n]
+            out[k] = (
+                t.SOURCE_FALLBACK,
+                [{t.JOB_ID: model.job_ids[i], t.SCORE: 0.0, t.RANK: r + 1} for r, i in enumerate(best)],
+            )
+            continue
+        idx = np.array(idx_list, dtype=np.int64)
+        vectors.append(
+            fold_in_user(model.yty, model.job_matrix[idx], np.array(strength_list), model.alpha, model.reg_param)
+        )
+        seen.append(idx)
+        slots.append(k)
+    if vectors:
+        ranked = top_n_unseen(np.vstack(vectors), model.job_matrix, seen, n)
+        for k, (best, scores) in zip(slots, ranked, strict=True):
+            out[k] = (t.SOURCE_FOLD_IN, _items(model, best, scores))
+    return [o for o in out if o is not None]
+
+
+def recommend_for_user(model: ServingModel, history: UserHistory, n: int) -> tuple[str, list[dict[str, object]]]:
+    """(source, items) for one user; see `recommend_for_users`."""
+    return recommend_for_users(model, [history], n)[0]
 
 
 class RecentIds:
@@ -122,6 +152,9 @@ class SpeedStats:
     repeats: int = 0
     lists: int = 0
     fallback_lists: int = 0
+    polls_with_records: int = 0
+    compute_seconds: float = 0.0  # parse, fold-in and top-N
+    publish_seconds: float = 0.0  # send and wait for the brokers' acknowledgement
 
 
 def process_records(
@@ -148,18 +181,17 @@ def process_records(
         histories.add(verdict)
         touched.append(verdict.user_id)
     generated_at = datetime.now(timezone.utc)
+    users = list(dict.fromkeys(touched))
+    user_histories = [histories.users[u] for u in users]
+    ranked = recommend_for_users(model, user_histories, n)
     out = []
-    for user in dict.fromkeys(touched):
-        history = histories.users[user]
-        source, items = recommend_for_user(model, history, n)
+    for user, history, (source, items) in zip(users, user_histories, ranked, strict=True):
         stats.lists += 1
         stats.fallback_lists += source == t.SOURCE_FALLBACK
-        out.append(
-            (
-                user,
-                recommendation_message(user, model.model_version, generated_at, history.newest_event_at, source, items),
-            )
+        message = recommendation_message(
+            user, model.model_version, generated_at, history.newest_event_at, source, items
         )
+        out.append((user, message))
     return out
 
 
@@ -220,9 +252,15 @@ def run_speed_layer(
                 if isinstance(verdict, ClickEvent) and not recent.seen_before(verdict.event_id):
                     histories.add(verdict)
             continue
-        for user, message in process_records(records, histories, recent, model, n, limits, stats):
+        started = time.perf_counter()
+        messages = process_records(records, histories, recent, model, n, limits, stats)
+        computed = time.perf_counter()
+        for user, message in messages:
             producer.send(recommendations_topic, key=user.encode(), value=message.encode())
         producer.flush()
+        stats.polls_with_records += 1
+        stats.compute_seconds += computed - started
+        stats.publish_seconds += time.perf_counter() - computed
         if time.monotonic() - last_log > 30:
             last_log = time.monotonic()
             log.info("speed layer: %s", stats)
