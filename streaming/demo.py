@@ -67,7 +67,7 @@ def run_demo(cfg: Config, seed_dir: Path, live_events: int, keep_kafka: bool) ->
     if not seed_clicks.exists():
         raise FileNotFoundError(f"{seed_clicks} not found: pass --seed-dir")
     started_all = time.monotonic()
-    print("== 1/6 Kafka")
+    print("== 1/7 Kafka")
     we_started = False
     if cfg.kafka.bootstrap_servers:
         bootstrap = cfg.kafka.bootstrap_servers
@@ -100,7 +100,7 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
     seed_clicks = seed_dir / "job_clicks.csv"
     spark = build_spark_session(cfg, "jobrec-demo")
     try:
-        print(f"== 2/6 backfill {seed_clicks.name} into {cfg.storage.tables_root}/{t.INTERACTIONS}")
+        print(f"== 2/7 backfill {seed_clicks.name} into {cfg.storage.tables_root}/{t.INTERACTIONS}")
         report = load_counts_csv(
             spark, str(seed_clicks), CsvLayout(), cfg.storage.tables_root, "click", cfg.ingest.weights
         )
@@ -111,7 +111,7 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
             f"{report.rows_zero} zero-click rows skipped"
         )
 
-        print(f"== 3/6 stream {live_events} live click events through Kafka into Delta")
+        print(f"== 3/7 stream {live_events} live click events through Kafka into Delta")
         query = start_ingest(spark, ingest_settings(cfg, bootstrap), trigger_seconds=cfg.ingest.trigger_seconds)
         rng = random.Random(7)
         events = _live_events(seed_clicks, live_events, rng)
@@ -132,16 +132,62 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
         reasons = Counter(r[t.REASON_CODE] for r in dead.select(t.REASON_CODE).collect())
         print(f"   events table: {events_df.count()} events; dead letters: {dict(reasons)}")
 
-        print("== 4/6 retrain ALS (implicit) and 5/6 publish top-N to the recommendations topic")
+        print("== 4/7 retrain ALS (implicit) and 5/7 publish top-N to the recommendations topic")
         model = retrain_and_publish(spark, cfg, bootstrap)
         print(
             f"   model {model.model_version}: {model.n_users} users x {model.n_jobs} jobs, "
             f"{model.n_interactions} interactions; fit {model.timings.get('fit_s')} s"
         )
+
+        print(f"== 6/7 what a consumer of {cfg.kafka.recommendations_topic} sees")
+        categories = read_job_categories(seed_dir / "jobs.csv")
+        lists = read_latest_lists(python_client_args(cfg.kafka, bootstrap), cfg.kafka.recommendations_topic)
+        print_lists(lists, list(DEMO_USERS), categories)
+        print(f"\n   {len(lists)} users have a list on the topic.")
+
+        print("== 7/7 near-real-time: a new click refreshes that user's list (fold-in, no retrain)")
+        _show_fold_in(spark, cfg, bootstrap, lists, categories)
     finally:
         spark.stop()
 
-    print(f"== 6/6 what a consumer of {cfg.kafka.recommendations_topic} sees")
-    lists = read_latest_lists(python_client_args(cfg.kafka, bootstrap), cfg.kafka.recommendations_topic)
-    print_lists(lists, list(DEMO_USERS), read_job_categories(seed_dir / "jobs.csv"))
-    print(f"\n{len(lists)} users have a list on the topic.")
+
+def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], categories: dict[str, str]) -> None:
+    import threading
+
+    from kafka import KafkaProducer
+
+    from streaming.app import run_speed
+    from streaming.connections import python_client_args
+    from streaming.producer import make_click_event, send_click_events
+    from streaming.recommendations_reader import read_latest_lists
+
+    stop, ready = threading.Event(), threading.Event()
+    worker = threading.Thread(
+        target=run_speed, args=(spark, cfg, bootstrap, stop.is_set), kwargs={"on_ready": ready.set}, daemon=True
+    )
+    worker.start()
+    try:
+        if not ready.wait(120):
+            print("   the speed layer did not start")
+            return
+        user = DEMO_USERS[0]
+        # the user applies to the job at the top of their list
+        job = lists[user]["items"][0]["job_id"]
+        click = make_click_event(user, job, "apply")
+        producer = KafkaProducer(**python_client_args(cfg.kafka, bootstrap), acks="all")
+        sent = time.monotonic()
+        send_click_events(producer, cfg.kafka.clicks_topic, [click])
+        producer.close()
+        print(f"   user {user} applies to job {job} ({categories.get(job, '?')})")
+        while time.monotonic() - sent < 30:
+            fresh = read_latest_lists(
+                python_client_args(cfg.kafka, bootstrap), cfg.kafka.recommendations_topic, timeout_seconds=5
+            ).get(user)
+            if fresh and fresh["newest_event_at"] == click["occurred_at"]:
+                print(f"   new list on the topic {time.monotonic() - sent:.2f} s after the click:")
+                print_lists({user: fresh}, [user], categories)
+                return
+        print("   no refreshed list within 30 s")
+    finally:
+        stop.set()
+        worker.join(30)
