@@ -265,10 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI's last word: one clear line, details in the debug log
-        from streaming.connections import KafkaNotConfigured
+        from streaming.connections import KafkaConnectError, KafkaNotConfigured
         from streaming.embedded_kafka import BrokerError
 
-        if isinstance(e, (KafkaNotConfigured, BrokerError, FileNotFoundError, ValueError)):
+        if isinstance(e, (KafkaNotConfigured, KafkaConnectError, BrokerError, FileNotFoundError, ValueError)):
             print(f"jobrec: {e}", file=sys.stderr)
             return 1
         raise

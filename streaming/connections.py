@@ -26,6 +26,41 @@ class KafkaNotConfigured(RuntimeError):
     pass
 
 
+class KafkaConnectError(RuntimeError):
+    """The brokers could not be reached, or refused the configured credentials; the message says which."""
+
+
+def _any_reachable(bootstrap: str) -> bool:
+    import socket
+
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def describe_connect_failure(kafka: KafkaConfig, bootstrap: str, error: Exception) -> KafkaConnectError:
+    """A clear error for a failed connection: unreachable brokers, or (reachable, with SASL) refused credentials.
+
+    kafka-python reports a refused SASL login only as a closed connection and a bootstrap time-out.
+    """
+    sec = kafka.security
+    if not _any_reachable(bootstrap):
+        return KafkaConnectError(f"no Kafka broker answers at {bootstrap} (kafka.bootstrap_servers): {error}")
+    if sec.protocol.startswith("SASL"):
+        return KafkaConnectError(
+            f"Kafka at {bootstrap} refused the credentials of user {sec.username!r} ({sec.protocol}, "
+            f"{sec.sasl_mechanism}): check kafka.security.username and the password in JOBREC_KAFKA_PASSWORD"
+        )
+    return KafkaConnectError(
+        f"Kafka at {bootstrap} accepts connections but did not complete the {sec.protocol} handshake: {error}"
+    )
+
+
 def resolve_bootstrap(cfg: Config) -> str:
     """kafka.bootstrap_servers, or the embedded broker's address when that is empty."""
     if cfg.kafka.bootstrap_servers:
@@ -75,9 +110,14 @@ def ensure_topics(kafka: KafkaConfig, bootstrap: str) -> None:
     """Create the clicks and recommendations topics if they are missing."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(**python_client_args(kafka, bootstrap), request_timeout_ms=20000)
+    try:
+        admin = KafkaAdminClient(
+            **python_client_args(kafka, bootstrap), request_timeout_ms=20000, bootstrap_timeout_ms=10000
+        )
+    except KafkaError as e:
+        raise describe_connect_failure(kafka, bootstrap, e) from e
     try:
         existing = set(admin.list_topics())
         wanted = [
