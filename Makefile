@@ -18,10 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-setup: $(VENV)/.installed  ## venv + Python packages, Kafka and Spark jars from Maven Central, native BLAS
+setup: $(VENV)/.installed  ## venv + Python packages, Kafka and Spark jars from Maven Central, native BLAS, helm
 	@deploy/local/resolve_jars.sh deploy/jars/kafka-broker.pom.xml $(JARS)/kafka
 	@deploy/local/resolve_jars.sh deploy/jars/spark-extras.pom.xml $(JARS)/spark $(PYSPARK_JARS)
 	@deploy/local/install_native_blas.sh
+	@deploy/local/install_helm.sh .cache/bin
 
 demo: setup  ## start a local Kafka, load the seed data, stream live clicks, retrain, print recommendations
 	$(BIN)/jobrec demo

@@ -18,7 +18,10 @@ import yaml
 
 from schemas.click_event import EVENT_TYPES
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "deploy" / "config" / "default.yaml"
+# beside the code in a checkout; JOBREC_DEFAULT_CONFIG where the package is installed elsewhere (the image)
+DEFAULT_CONFIG_PATH = Path(
+    os.environ.get("JOBREC_DEFAULT_CONFIG", Path(__file__).resolve().parents[1] / "deploy" / "config" / "default.yaml")
+)
 
 
 class ConfigError(ValueError):

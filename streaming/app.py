@@ -66,7 +66,7 @@ def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_versio
     )
 
 
-def run_speed(spark: SparkSession, cfg: Config, bootstrap: str, should_stop, stats=None, on_ready=None):
+def run_speed(spark: SparkSession, cfg: Config, bootstrap: str, should_stop, stats=None, on_ready=None, heartbeat=None):
     """The speed layer's composition: consumer at the end of the clicks topic, histories, model holder."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -109,6 +109,7 @@ def run_speed(spark: SparkSession, cfg: Config, bootstrap: str, should_stop, sta
             EventLimits(cfg.ingest.max_record_bytes, cfg.ingest.max_future_seconds, cfg.ingest.max_past_days),
             should_stop,
             stats,
+            heartbeat or (lambda: None),
         )
     finally:
         models.stop()

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from schemas.config import Config, ConfigError, load_config
+from streaming.heartbeat import Heartbeat
 
 log = logging.getLogger("jobrec")
 
@@ -76,6 +77,7 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
             once=args.once,
             backoff_seconds=cfg.ingest.restart_backoff_seconds,
             should_stop=stop.is_set,
+            heartbeat=Heartbeat.from_env().beat,
         )
     except KeyboardInterrupt:
         log.info("interrupted")
@@ -94,7 +96,7 @@ def cmd_speed(cfg: Config, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     spark = _spark(cfg, "speed")
     try:
-        stats = run_speed(spark, cfg, bootstrap, stop.is_set)
+        stats = run_speed(spark, cfg, bootstrap, stop.is_set, heartbeat=Heartbeat.from_env().beat)
     except KeyboardInterrupt:
         stats = None
     finally:

@@ -183,6 +183,7 @@ def run_ingest(
     once: bool,
     backoff_seconds: float,
     should_stop: Callable[[], bool] = lambda: False,
+    heartbeat: Callable[[], None] = lambda: None,
 ) -> None:
     """Keep the ingest running: when the query fails (brokers unreachable, say), log why and start it again.
 
@@ -194,6 +195,7 @@ def run_ingest(
         query = start()
         try:
             while query.isActive and not should_stop():
+                heartbeat()
                 query.awaitTermination(timeout=1.0)
             if query.isActive:
                 query.stop()

@@ -234,12 +234,14 @@ def run_speed_layer(
     limits: EventLimits,
     should_stop: Callable[[], bool],
     stats: SpeedStats | None = None,
+    heartbeat: Callable[[], None] = lambda: None,
 ) -> SpeedStats:
     """Poll clicks, fold in against the holder's current model, publish one list per touched user."""
     stats = stats or SpeedStats()
     recent = RecentIds()
     last_log = time.monotonic()
     while not should_stop():
+        heartbeat()
         polled = consumer.poll(timeout_ms=50, max_records=5000)
         records = [(rec.value, rec.timestamp) for batch in polled.values() for rec in batch]
         model = models.model
