@@ -113,9 +113,14 @@ def fit_als(ratings: DataFrame, params: AlsParams):  # -> pyspark.ml.recommendat
 
 def train_model(spark: SparkSession, tables_root: str, params: AlsParams, min_interactions: int = 1) -> TrainedModel:
     """Train on the newest interactions snapshot. Nothing is written; see `write_model`."""
+    interactions, data_version = read_interactions_snapshot(spark, tables_root)
+    return train_on(interactions, data_version, params, min_interactions)
+
+
+def train_on(interactions: DataFrame, data_version: int, params: AlsParams, min_interactions: int = 1) -> TrainedModel:
+    """Train on the given interactions rows (the snapshot, or a training split of it)."""
     timings: dict[str, float] = {}
     started = time.monotonic()
-    interactions, data_version = read_interactions_snapshot(spark, tables_root)
     ratings, users, jobs = index_interactions(interactions)
     ratings = ratings.cache()
     n_interactions = ratings.count()
@@ -154,11 +159,15 @@ def train_model(spark: SparkSession, tables_root: str, params: AlsParams, min_in
     )
 
 
-def write_model(spark: SparkSession, tables_root: str, model: TrainedModel, status: str) -> None:
+def write_model(
+    spark: SparkSession, tables_root: str, model: TrainedModel, status: str, write_factors: bool = True
+) -> None:
     """Append the factors (tagged with the version) and the models-table row. The row goes last: a reader
     that finds a published row in `models` finds all its factors."""
     started = time.monotonic()
     for name, frame in ((t.USER_FACTORS, model.user_factors), (t.JOB_FACTORS, model.job_factors)):
+        if not write_factors:
+            break
         path = ensure_delta_table(spark, tables_root, name)
         frame.write.format("delta").mode("append").save(path)
     model.timings["write_factors_s"] = round(time.monotonic() - started, 3)
@@ -193,6 +202,16 @@ def serving_model_version(spark: SparkSession, tables_root: str) -> str | None:
         .collect()
     )
     return rows[0][0] if rows else None
+
+
+def serving_model_metrics(spark: SparkSession, tables_root: str) -> dict:
+    """The metrics recorded with the serving model ({} before the first one)."""
+    version = serving_model_version(spark, tables_root)
+    if version is None:
+        return {}
+    path = ensure_delta_table(spark, tables_root, t.MODELS)
+    row = spark.read.format("delta").load(path).where(F.col(t.MODEL_VERSION) == version).select(t.METRICS).first()
+    return json.loads(row[0]) if row and row[0] else {}
 
 
 def read_factors(spark: SparkSession, tables_root: str, model_version: str) -> tuple[DataFrame, DataFrame]:

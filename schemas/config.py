@@ -106,6 +106,17 @@ class PublishConfig:
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    enabled: bool
+    k: int
+    validation_share: float
+    eval_users: int
+    tolerance: float
+    seed: int
+    refit: bool
+
+
+@dataclass(frozen=True)
 class FoldInConfig:
     model_check_seconds: float
 
@@ -120,6 +131,7 @@ class Config:
     als: AlsConfig
     retrain: RetrainConfig
     publish: PublishConfig
+    gate: GateConfig
     fold_in: FoldInConfig
 
 
@@ -229,6 +241,8 @@ def _check_values(cfg: Config) -> None:
     need(cfg.als.reg_param >= 0, "als.reg_param", "must be >= 0")
     need(cfg.als.alpha >= 0, "als.alpha", "must be >= 0")
     need(1 <= cfg.publish.top_n <= 1000, "publish.top_n", "must be between 1 and 1000")
+    need(0 < cfg.gate.validation_share < 1, "gate.validation_share", "must be between 0 and 1")
+    need(cfg.gate.k >= 1, "gate.k", "must be >= 1")
     need(cfg.fold_in.model_check_seconds > 0, "fold_in.model_check_seconds", "must be > 0")
 
 

@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 
 from batch.publish import publish_recommendations, recommend_top_n
-from batch.train import AlsParams, TrainedModel, read_factors, train_model, write_model
+from batch.retrain import GateSettings, gated_retrain
+from batch.train import AlsParams, TrainedModel, read_factors
 from schemas import tables as t
 from schemas.click_event import EventLimits
 from schemas.config import Config
@@ -38,12 +39,19 @@ def als_params(cfg: Config) -> AlsParams:
     return AlsParams(a.rank, a.max_iter, a.reg_param, a.alpha, a.seed, a.checkpoint_interval)
 
 
+def gate_settings(cfg: Config) -> GateSettings:
+    g = cfg.gate
+    return GateSettings(g.enabled, g.k, g.validation_share, g.eval_users, g.tolerance, g.seed, g.refit)
+
+
 def retrain_and_publish(spark: SparkSession, cfg: Config, bootstrap: str | None, publish: bool = True) -> TrainedModel:
-    """Train on the newest interactions, record the model, and (unless told not to) publish its top-N lists."""
-    model = train_model(spark, cfg.storage.tables_root, als_params(cfg), cfg.retrain.min_interactions)
-    write_model(spark, cfg.storage.tables_root, model, t.STATUS_PUBLISHED)
-    log.info("model %s trained: %s", model.model_version, model.timings)
-    if publish and bootstrap:
+    """Train on the newest interactions behind the quality gate, record the model, and publish its top-N lists
+    if it passed (and `publish`)."""
+    model, decision = gated_retrain(
+        spark, cfg.storage.tables_root, als_params(cfg), gate_settings(cfg), cfg.retrain.min_interactions
+    )
+    log.info("model %s: %s; timings %s", model.model_version, decision.reason, model.timings)
+    if decision.publish and publish and bootstrap:
         publish_model(spark, cfg, bootstrap, model.model_version)
     return model
 

@@ -140,7 +140,8 @@ def cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
             model = retrain_and_publish(spark, cfg, bootstrap, publish=not args.no_publish)
             print(
                 f"model {model.model_version}: {model.n_users} users x {model.n_jobs} jobs, "
-                f"{model.n_interactions} interactions, timings {model.timings}"
+                f"{model.n_interactions} interactions, timings {model.timings}\n"
+                f"  quality gate: {model.metrics.get('gate', 'n/a')}"
             )
             if not args.loop:
                 return 0

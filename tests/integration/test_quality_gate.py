@@ -1,0 +1,50 @@
+"""The quality gate on real Spark and Delta: a good retrain is published with its validation metrics; a bad one
+is recorded as rejected with the reason, and the serving model stays."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+from pyspark.sql import functions as F
+
+from batch.backfill import CsvLayout, load_counts_csv
+from batch.retrain import GateSettings, gated_retrain
+from batch.train import serving_model_version
+from schemas import tables as t
+from schemas.config import load_config
+from streaming.app import als_params
+from streaming.delta_tables import table_path
+from tests.integration.conftest import SEED_DIR, write_config
+
+
+def test_good_model_published_bad_model_rejected(spark, tmp_path) -> None:
+    # the seed's first 300 users: enough signal, a quick fit
+    slice_csv = tmp_path / "slice.csv"
+    with (SEED_DIR / "job_clicks.csv").open(newline="") as src, slice_csv.open("w", newline="") as dst:
+        rows = [r for r in csv.DictReader(src) if int(r["userId"]) <= 300 and r["Clicks"] != "0"]
+        w = csv.writer(dst)
+        w.writerow(["userId", "jobId", "Clicks"])
+        w.writerows((r["userId"], r["jobId"], 1) for r in rows)
+    cfg = load_config(write_config(tmp_path, "unused:9092", "gate"), env={})
+    load_counts_csv(spark, str(slice_csv), CsvLayout(), cfg.storage.tables_root, "click", cfg.ingest.weights)
+    gate = GateSettings(enabled=True, k=10, validation_share=0.2, eval_users=5000, tolerance=0.01, seed=42, refit=False)
+
+    good, decision = gated_retrain(spark, cfg.storage.tables_root, als_params(cfg), gate, 1)
+    assert decision.publish, decision.reason
+    assert good.metrics["validation"]["ndcg"] > good.metrics["popularity"]["ndcg"]
+    assert serving_model_version(spark, cfg.storage.tables_root) == good.model_version
+
+    # one factor, one sweep, heavy regularisation: worse than the serving model
+    bad_params = replace(als_params(cfg), rank=1, max_iter=1, reg_param=50.0)
+    bad, decision = gated_retrain(spark, cfg.storage.tables_root, bad_params, gate, 1)
+    assert not decision.publish
+    assert serving_model_version(spark, cfg.storage.tables_root) == good.model_version
+    models = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.MODELS))
+    row = models.where(F.col(t.MODEL_VERSION) == bad.model_version).first()
+    assert row[t.STATUS] == t.STATUS_REJECTED
+    assert "NDCG@10" in json.loads(row[t.METRICS])["gate"]
+    # a rejected model leaves no factors behind for anyone to serve
+    factors = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.USER_FACTORS))
+    assert factors.where(F.col(t.MODEL_VERSION) == bad.model_version).count() == 0
