@@ -151,6 +151,29 @@ def cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
         spark.stop()
 
 
+def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
+    from batch.backfill import CsvLayout
+    from batch.offline import run_offline
+    from streaming.app import als_params
+
+    spark = _spark(cfg, "offline")
+    try:
+        result = run_offline(
+            spark,
+            args.interactions,
+            args.out,
+            args.k,
+            CsvLayout(args.sep, args.user_col, args.job_col, args.count_col),
+            als_params(cfg),
+            cfg.ingest.weights,
+            args.tune,
+        )
+    finally:
+        spark.stop()
+    print(f"top {args.k} of {result['users']} users written to {args.out} (parameters {result['params']})")
+    return 0
+
+
 def cmd_publish(cfg: Config, args: argparse.Namespace) -> int:
     from batch.train import serving_model_version
     from streaming.app import publish_model
@@ -228,6 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-publish", action="store_true", help="train and record only")
     r.add_argument("--loop", action="store_true", help="retrain every retrain.interval_seconds until stopped")
     r.set_defaults(func=cmd_retrain)
+
+    o = sub.add_parser("offline", help="train on a CSV file and write every user's top K as CSV (no Kafka)")
+    o.add_argument("--interactions", required=True, help="CSV of (user, job, count) rows with a header")
+    o.add_argument("--out", required=True, help="where to write user_id,job_id,rank,score")
+    o.add_argument("--k", type=int, default=10, help="jobs per user (default 10)")
+    o.add_argument("--tune", action="store_true", help="choose rank, iterations, lambda, alpha on a validation split")
+    o.add_argument("--sep", default=",", help="field separator (default ,)")
+    o.add_argument("--user-col", default="userId", help="user id column (default userId)")
+    o.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
+    o.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
+    o.set_defaults(func=cmd_offline)
 
     pb = sub.add_parser("publish", help="publish the top-N lists of a model to the table and the topic")
     pb.add_argument("--model-version", help="default: the newest published model")

@@ -1,0 +1,70 @@
+"""`jobrec offline` on a file with string ids and another layout: every user gets K unseen jobs, as CSV."""
+
+from __future__ import annotations
+
+import csv
+import random
+import subprocess
+import sys
+from collections import defaultdict
+
+from tests.integration.conftest import REPO, write_config
+
+
+def test_offline_writes_top_k_unseen_for_every_user(tmp_path) -> None:
+    rng = random.Random(5)
+    # two taste groups with string ids: group a clicks jobs a-*, group b clicks jobs b-*
+    seen = defaultdict(set)
+    with (tmp_path / "in.tsv").open("w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["member", "posting", "n"])
+        for u in range(60):
+            group = "a" if u < 30 else "b"
+            for j in rng.sample(range(40), 12):
+                w.writerow([f"user {group}{u}", f"{group}-job-{j}", rng.randint(1, 5)])
+                seen[f"user {group}{u}"].add(f"{group}-job-{j}")
+        w.writerow(["user a0", "b-job-1", 0])  # a zero count is no interaction
+    config = write_config(tmp_path / "cfg", "unused:9092", "offline", als={"rank": 8, "max_iter": 8})
+    out = tmp_path / "out" / "recs.csv"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streaming.cli",
+            "--config",
+            str(config),
+            "offline",
+            "--interactions",
+            str(tmp_path / "in.tsv"),
+            "--out",
+            str(out),
+            "--k",
+            "5",
+            "--sep",
+            "\t",
+            "--user-col",
+            "member",
+            "--job-col",
+            "posting",
+            "--count-col",
+            "n",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(out.open()))
+    assert set(rows[0]) == {"user_id", "job_id", "rank", "score"}
+    by_user = defaultdict(list)
+    for r in rows:
+        by_user[r["user_id"]].append(r)
+    assert set(by_user) == set(seen)
+    own_group = 0
+    for user, recs in by_user.items():
+        jobs = [r["job_id"] for r in sorted(recs, key=lambda r: int(r["rank"]))]
+        assert len(jobs) == 5 == len(set(jobs)) and not set(jobs) & seen[user]
+        own_group += sum(j.startswith(user.split(" ")[1][0]) for j in jobs)
+    # the taste is learnt: most recommendations come from the user's own group (chance would be about half)
+    assert own_group / (5 * len(by_user)) > 0.8
