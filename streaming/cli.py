@@ -174,6 +174,31 @@ def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
+    from batch.backfill import CsvLayout
+    from batch.offline import read_interactions_file
+    from batch.report import run_evaluation
+    from streaming.app import als_params
+
+    spark = _spark(cfg, "evaluate")
+    try:
+        interactions = read_interactions_file(
+            spark,
+            args.interactions,
+            CsvLayout(args.sep, args.user_col, args.job_col, args.count_col),
+            cfg.ingest.weights,
+        )
+        result = run_evaluation(spark, interactions, als_params(cfg), Path(args.out), args.tune, args.split == "time")
+    finally:
+        spark.stop()
+    r10 = result["results"][10]
+    print(
+        f"test NDCG@10: ALS {r10['model']['ndcg']:.4f}, popularity {r10['popularity']['ndcg']:.4f}; "
+        f"parameters {result['params']}; report {Path(args.out) / 'report.md'}"
+    )
+    return 0
+
+
 def cmd_publish(cfg: Config, args: argparse.Namespace) -> int:
     from batch.train import serving_model_version
     from streaming.app import publish_model
@@ -262,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
     o.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
     o.set_defaults(func=cmd_offline)
+
+    ev = sub.add_parser(
+        "evaluate", help="ranking metrics on a held-out split, beside popularity; Markdown + PNG report"
+    )
+    ev.add_argument("--interactions", default=str(SEED_DIR / "job_clicks.csv"), help="CSV of (user, job, count) rows")
+    ev.add_argument("--out", default="reports/evaluation", help="folder for report.md, results.json and the plots")
+    ev.add_argument("--tune", action="store_true", help="choose the parameters on the validation split")
+    ev.add_argument("--split", choices=["random", "time"], default="random", help="per-user random or newest holdout")
+    ev.add_argument("--sep", default=",", help="field separator (default ,)")
+    ev.add_argument("--user-col", default="userId", help="user id column (default userId)")
+    ev.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
+    ev.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
+    ev.set_defaults(func=cmd_evaluate)
 
     pb = sub.add_parser("publish", help="publish the top-N lists of a model to the table and the topic")
     pb.add_argument("--model-version", help="default: the newest published model")

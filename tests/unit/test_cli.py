@@ -7,7 +7,20 @@ import sys
 
 import pytest
 
-COMMANDS = ["", "kafka", "ingest", "speed", "offline", "load", "retrain", "publish", "show", "demo", "bench"]
+COMMANDS = [
+    "",
+    "kafka",
+    "ingest",
+    "speed",
+    "offline",
+    "evaluate",
+    "load",
+    "retrain",
+    "publish",
+    "show",
+    "demo",
+    "bench",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
