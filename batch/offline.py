@@ -40,10 +40,16 @@ TABLE_COLUMNS = (
 )
 
 
-def read_interactions_file(spark: SparkSession, path: str, layout: CsvLayout, weights: dict[str, float]) -> DataFrame:
+def read_interactions_file(
+    spark: SparkSession, path: str, layout: CsvLayout, weights: dict[str, float], binary: bool = False
+) -> DataFrame:
+    """The file's rows with count > 0 as interactions; `binary` counts each pair once, whatever its count (for
+    data whose counts are noise, like the seed's random click counts)."""
     counts = read_counts_csv(spark, path, layout).where(
         F.col(t.USER_ID).isNotNull() & F.col(t.JOB_ID).isNotNull() & (F.col(COUNT) > 0)
     )
+    if binary:
+        counts = counts.withColumn(COUNT, F.lit(1).cast("long")).dropDuplicates([t.USER_ID, t.JOB_ID])
     return counts_to_interactions(counts, "click", weights).cache()
 
 
@@ -83,8 +89,9 @@ def run_offline(
     weights: dict[str, float],
     tune: bool,
     grid: Grid | None = None,
+    binary: bool = False,
 ) -> dict[str, object]:
-    interactions = read_interactions_file(spark, path, layout, weights)
+    interactions = read_interactions_file(spark, path, layout, weights, binary)
     params, table = base, []
     if tune:
         params, table = tune_on_validation(spark, interactions, base, grid or Grid(), k)

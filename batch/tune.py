@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Grid:
-    rank: Sequence[int] = (16, 32, 64)
+    rank: Sequence[int] = (32, 64)
     max_iter: Sequence[int] = (10,)
-    reg_param: Sequence[float] = (0.01, 0.1)
-    alpha: Sequence[float] = (1.0, 10.0, 40.0)
+    reg_param: Sequence[float] = (0.05, 0.2)
+    alpha: Sequence[float] = (5.0, 20.0, 40.0)
 
     def points(self, base: AlsParams) -> list[AlsParams]:
         return [

@@ -80,7 +80,17 @@ def run_bench(cfg: Config, what: str, n_events: int, seed_dir: Path) -> int:
         ensure_topics(cfg.kafka, state.bootstrap)
         spark = build_spark_session(cfg, "jobrec-bench")
         try:
-            if what == "ingest":
+            if what == "implicit":
+                from batch.backfill import CsvLayout
+                from batch.bench_implicit import compare_with_implicit
+                from batch.offline import read_interactions_file
+                from streaming.app import als_params
+
+                interactions = read_interactions_file(
+                    spark, str(seed_dir / "job_clicks.csv"), CsvLayout(), cfg.ingest.weights
+                )
+                figures = compare_with_implicit(spark, interactions, als_params(cfg))
+            elif what == "ingest":
                 figures = bench_parse()
                 rng = random.Random(0)
                 now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

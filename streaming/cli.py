@@ -167,6 +167,7 @@ def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
             als_params(cfg),
             cfg.ingest.weights,
             args.tune,
+            binary=args.binary,
         )
     finally:
         spark.stop()
@@ -187,6 +188,7 @@ def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
             args.interactions,
             CsvLayout(args.sep, args.user_col, args.job_col, args.count_col),
             cfg.ingest.weights,
+            binary=args.binary,
         )
         result = run_evaluation(spark, interactions, als_params(cfg), Path(args.out), args.tune, args.split == "time")
     finally:
@@ -282,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", required=True, help="where to write user_id,job_id,rank,score")
     o.add_argument("--k", type=int, default=10, help="jobs per user (default 10)")
     o.add_argument("--tune", action="store_true", help="choose rank, iterations, lambda, alpha on a validation split")
+    o.add_argument("--binary", action="store_true", help="every pair with count > 0 counts once (noisy counts)")
     o.add_argument("--sep", default=",", help="field separator (default ,)")
     o.add_argument("--user-col", default="userId", help="user id column (default userId)")
     o.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
@@ -295,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="reports/evaluation", help="folder for report.md, results.json and the plots")
     ev.add_argument("--tune", action="store_true", help="choose the parameters on the validation split")
     ev.add_argument("--split", choices=["random", "time"], default="random", help="per-user random or newest holdout")
+    ev.add_argument("--binary", action="store_true", help="every pair with count > 0 counts once (noisy counts)")
     ev.add_argument("--sep", default=",", help="field separator (default ,)")
     ev.add_argument("--user-col", default="userId", help="user id column (default userId)")
     ev.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
@@ -316,8 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep-kafka", action="store_true", help="leave the broker running afterwards")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("bench", help="measure ingest rate, retrain time or click-to-list freshness; prints figures")
-    b.add_argument("what", choices=["ingest", "retrain", "freshness"])
+    b = sub.add_parser(
+        "bench", help="measure ingest rate, retrain time, click-to-list freshness, or Spark ALS against implicit"
+    )
+    b.add_argument("what", choices=["ingest", "retrain", "freshness", "implicit"])
     b.add_argument("--rate", type=int, default=1000, help="freshness: click events per second of load")
     b.add_argument("--seconds", type=float, default=30, help="freshness: how long the load lasts")
     b.add_argument("--json", action="store_true", help="freshness: one line of JSON")
