@@ -79,9 +79,16 @@ def counts_to_interactions(counts: DataFrame, event_type: str, weights: dict[str
 
 
 def load_counts_csv(
-    spark: SparkSession, path: str, layout: CsvLayout, tables_root: str, event_type: str, weights: dict[str, float]
+    spark: SparkSession,
+    path: str,
+    layout: CsvLayout,
+    tables_root: str,
+    event_type: str,
+    weights: dict[str, float],
+    binary: bool = False,
 ) -> LoadReport:
-    """Merge a counts CSV into interactions, once per file content."""
+    """Merge a counts CSV into interactions, once per file content. `binary`: a pair with count > 0 counts as one
+    event, for files whose counts are noise (the seed's click counts are random)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{path} does not exist")
     counts = read_counts_csv(spark, path, layout).cache()
@@ -100,10 +107,12 @@ def load_counts_csv(
     ).collect()[0]
     # a zero count is a pair shown but never acted on: no interaction (clicks > 0 is the signal)
     positive = counts.where(valid & (F.col(COUNT) > 0))
+    if binary:
+        positive = positive.withColumn(COUNT, F.lit(1).cast("long"))
     interactions = counts_to_interactions(positive, event_type, weights)
     target = ensure_delta_table(spark, tables_root, t.INTERACTIONS)
     before = latest_version(spark, target)
-    app_id = f"jobrec-load:{file_checksum(path)}:{event_type}"
+    app_id = f"jobrec-load:{file_checksum(path)}:{event_type}{':binary' if binary else ''}"
     with idempotent_writes(spark, app_id, 0):
         merge_interactions(spark, interactions, target)
     skipped = latest_version(spark, target) == before

@@ -117,6 +117,7 @@ def cmd_load(cfg: Config, args: argparse.Namespace) -> int:
             cfg.storage.tables_root,
             args.event_type,
             cfg.ingest.weights,
+            binary=args.binary,
         )
     finally:
         spark.stop()
@@ -272,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
     ld.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
     ld.add_argument("--event-type", default="click", help="which event type the counts are (default click)")
+    ld.add_argument("--binary", action="store_true", help="a pair with count > 0 counts once (noisy counts)")
     ld.set_defaults(func=cmd_load)
 
     r = sub.add_parser("retrain", help="train ALS on the interactions, record the model, publish top-N lists")

@@ -102,7 +102,14 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
     try:
         print(f"== 2/7 backfill {seed_clicks.name} into {cfg.storage.tables_root}/{t.INTERACTIONS}")
         report = load_counts_csv(
-            spark, str(seed_clicks), CsvLayout(), cfg.storage.tables_root, "click", cfg.ingest.weights
+            # the seed's click counts are random (its README): each clicked pair counts once
+            spark,
+            str(seed_clicks),
+            CsvLayout(),
+            cfg.storage.tables_root,
+            "click",
+            cfg.ingest.weights,
+            binary=True,
         )
         print(
             "   already loaded earlier: nothing added"
