@@ -12,13 +12,14 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StructField, StructType
 
+from batch.confidence import rating_column
 from schemas import tables as t
 from streaming.delta_tables import ensure_delta_table, latest_version
 
@@ -37,6 +38,12 @@ class AlsParams:
     alpha: float
     seed: int
     checkpoint_interval: int = 5
+    # the confidence input: "linear" r = s or "log" r = log(1 + s / epsilon), after a decay of half-life days
+    confidence: str = "linear"
+    epsilon: float = 1.0
+    half_life_days: float = 0.0
+    # the time ages are measured from (epoch seconds); set at training, kept with the model for fold-in
+    reference_time: float = 0.0
 
 
 @dataclass
@@ -79,9 +86,17 @@ def _dense_index(ids: DataFrame, id_col: str, idx_col: str) -> DataFrame:
     return ids.sparkSession.createDataFrame(rdd, schema).withColumn(idx_col, F.col(idx_col).cast("int"))
 
 
-def index_interactions(interactions: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(ratings(user_idx, job_idx, rating), users(user_id, user_idx), jobs(job_id, job_idx)); strength > 0 only."""
-    positive = interactions.where(F.col(t.STRENGTH) > 0).select(t.USER_ID, t.JOB_ID, t.STRENGTH)
+def index_interactions(
+    interactions: DataFrame, params: AlsParams | None = None
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(ratings(user_idx, job_idx, rating), users(user_id, user_idx), jobs(job_id, job_idx)); strength > 0 only.
+    The rating is the confidence input of `batch.confidence` (the strength itself by default)."""
+    positive = interactions.where(F.col(t.STRENGTH) > 0)
+    if params is not None and (params.confidence != "linear" or params.half_life_days > 0):
+        age_days = (F.lit(params.reference_time) - F.unix_timestamp(F.col(t.LAST_AT))) / 86400.0
+        rating = rating_column(F.col(t.STRENGTH), age_days, params.confidence, params.epsilon, params.half_life_days)
+        positive = positive.withColumn(t.STRENGTH, rating)
+    positive = positive.select(t.USER_ID, t.JOB_ID, t.STRENGTH)
     users = _dense_index(positive.select(t.USER_ID).distinct(), t.USER_ID, USER_IDX).cache()
     jobs = _dense_index(positive.select(t.JOB_ID).distinct(), t.JOB_ID, JOB_IDX).cache()
     ratings = (
@@ -121,7 +136,9 @@ def train_on(interactions: DataFrame, data_version: int, params: AlsParams, min_
     """Train on the given interactions rows (the snapshot, or a training split of it)."""
     timings: dict[str, float] = {}
     started = time.monotonic()
-    ratings, users, jobs = index_interactions(interactions)
+    if params.half_life_days > 0 and not params.reference_time:
+        params = replace(params, reference_time=round(time.time(), 3))
+    ratings, users, jobs = index_interactions(interactions, params)
     ratings = ratings.cache()
     n_interactions = ratings.count()
     if n_interactions < min_interactions:

@@ -21,11 +21,15 @@ class Grid:
     max_iter: Sequence[int] = (10,)
     reg_param: Sequence[float] = (0.05, 0.2)
     alpha: Sequence[float] = (5.0, 20.0, 40.0)
+    confidence: Sequence[str] = ("linear",)
+    half_life_days: Sequence[float] = (0.0,)
 
     def points(self, base: AlsParams) -> list[AlsParams]:
         return [
-            replace(base, rank=r, max_iter=i, reg_param=lam, alpha=a)
-            for r, i, lam, a in itertools.product(self.rank, self.max_iter, self.reg_param, self.alpha)
+            replace(base, rank=r, max_iter=i, reg_param=lam, alpha=a, confidence=c, half_life_days=h)
+            for r, i, lam, a, c, h in itertools.product(
+                self.rank, self.max_iter, self.reg_param, self.alpha, self.confidence, self.half_life_days
+            )
         ]
 
 
@@ -51,7 +55,8 @@ def grid_search(
         rows.append(row)
         print(
             f"{progress_bar(n, len(points))} rank={params.rank} iter={params.max_iter} reg={params.reg_param} "
-            f"alpha={params.alpha}: NDCG {metrics['ndcg']:.4f} ({row['seconds']} s)",
+            f"alpha={params.alpha} conf={params.confidence} half-life={params.half_life_days}: "
+            f"NDCG {metrics['ndcg']:.4f} ({row['seconds']} s)",
             file=out,
             flush=True,
         )

@@ -92,6 +92,9 @@ class AlsConfig:
     alpha: float
     seed: int
     checkpoint_interval: int
+    confidence: str
+    epsilon: float
+    half_life_days: float
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,9 @@ def _check_values(cfg: Config) -> None:
     need(cfg.als.max_iter >= 1, "als.max_iter", "must be >= 1")
     need(cfg.als.reg_param >= 0, "als.reg_param", "must be >= 0")
     need(cfg.als.alpha >= 0, "als.alpha", "must be >= 0")
+    need(cfg.als.confidence in ("linear", "log"), "als.confidence", "linear or log")
+    need(cfg.als.epsilon > 0, "als.epsilon", "must be > 0")
+    need(cfg.als.half_life_days >= 0, "als.half_life_days", "must be >= 0 (0: no decay)")
     need(1 <= cfg.publish.top_n <= 1000, "publish.top_n", "must be between 1 and 1000")
     need(0 < cfg.gate.validation_share < 1, "gate.validation_share", "must be between 0 and 1")
     need(cfg.gate.k >= 1, "gate.k", "must be >= 1")

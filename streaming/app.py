@@ -36,7 +36,17 @@ def ingest_settings(cfg: Config, bootstrap: str) -> IngestSettings:
 
 def als_params(cfg: Config) -> AlsParams:
     a = cfg.als
-    return AlsParams(a.rank, a.max_iter, a.reg_param, a.alpha, a.seed, a.checkpoint_interval)
+    return AlsParams(
+        a.rank,
+        a.max_iter,
+        a.reg_param,
+        a.alpha,
+        a.seed,
+        a.checkpoint_interval,
+        a.confidence,
+        a.epsilon,
+        a.half_life_days,
+    )
 
 
 def gate_settings(cfg: Config) -> GateSettings:

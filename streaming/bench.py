@@ -87,7 +87,7 @@ def run_bench(cfg: Config, what: str, n_events: int, seed_dir: Path) -> int:
                 from streaming.app import als_params
 
                 interactions = read_interactions_file(
-                    spark, str(seed_dir / "job_clicks.csv"), CsvLayout(), cfg.ingest.weights
+                    spark, str(seed_dir / "job_clicks.csv"), CsvLayout(), cfg.ingest.weights, binary=True
                 )
                 figures = compare_with_implicit(spark, interactions, als_params(cfg))
             elif what == "ingest":

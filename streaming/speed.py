@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from batch.confidence import rating_values
 from batch.top_n import top_n_unseen
 from schemas import tables as t
 from schemas.click_event import ClickEvent, EventLimits, parse_click_event
@@ -43,6 +44,11 @@ class ServingModel:
     alpha: float
     reg_param: float
     popular: list[int]  # job indices, most interacted-with first
+    # the confidence input of the trained model (batch.confidence), so fold-in solves the same problem
+    confidence: str = "linear"
+    epsilon: float = 1.0
+    half_life_days: float = 0.0
+    reference_time: float = 0.0
     yty: np.ndarray = field(init=False)
     position: dict[str, int] = field(init=False)
 
@@ -54,6 +60,7 @@ class ServingModel:
 @dataclass
 class UserHistory:
     strengths: dict[str, float] = field(default_factory=dict)
+    last_at: dict[str, datetime] = field(default_factory=dict)  # per job, for the decay
     newest_event_at: datetime | None = None
 
 
@@ -68,12 +75,17 @@ class Histories:
         for user, job, strength, last_at in rows:
             h = self.users.setdefault(user, UserHistory())
             h.strengths[job] = h.strengths.get(job, 0.0) + strength
-            if last_at and (h.newest_event_at is None or last_at > h.newest_event_at):
-                h.newest_event_at = last_at
+            if last_at:
+                if job not in h.last_at or last_at > h.last_at[job]:
+                    h.last_at[job] = last_at
+                if h.newest_event_at is None or last_at > h.newest_event_at:
+                    h.newest_event_at = last_at
 
     def add(self, event: ClickEvent) -> None:
         h = self.users.setdefault(event.user_id, UserHistory())
         h.strengths[event.job_id] = h.strengths.get(event.job_id, 0.0) + self.weights[event.event_type]
+        if event.job_id not in h.last_at or event.occurred_at > h.last_at[event.job_id]:
+            h.last_at[event.job_id] = event.occurred_at
         if h.newest_event_at is None or event.occurred_at > h.newest_event_at:
             h.newest_event_at = event.occurred_at
 
@@ -111,9 +123,18 @@ def recommend_for_users(
             )
             continue
         idx = np.array(idx_list, dtype=np.int64)
-        vectors.append(
-            fold_in_user(model.yty, model.job_matrix[idx], np.array(strength_list), model.alpha, model.reg_param)
-        )
+        ratings = np.array(strength_list)
+        if model.confidence != "linear" or model.half_life_days > 0:
+            ages = np.array(
+                [
+                    (model.reference_time - history.last_at[model.job_ids[i]].timestamp()) / 86400.0
+                    if model.job_ids[i] in history.last_at
+                    else np.nan
+                    for i in idx_list
+                ]
+            )
+            ratings = rating_values(ratings, ages, model.confidence, model.epsilon, model.half_life_days)
+        vectors.append(fold_in_user(model.yty, model.job_matrix[idx], ratings, model.alpha, model.reg_param))
         seen.append(idx)
         slots.append(k)
     if vectors:

@@ -47,6 +47,10 @@ def load_serving_model(spark: SparkSession, tables_root: str, current: str | Non
         float(params["alpha"]),
         float(params["reg_param"]),
         popular,
+        confidence=params.get("confidence", "linear"),
+        epsilon=float(params.get("epsilon", 1.0)),
+        half_life_days=float(params.get("half_life_days", 0.0)),
+        reference_time=float(params.get("reference_time", 0.0)),
     )
 
 

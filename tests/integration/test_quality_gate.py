@@ -7,6 +7,7 @@ import csv
 import json
 from dataclasses import replace
 
+import numpy as np
 from pyspark.sql import functions as F
 
 from batch.backfill import CsvLayout, load_counts_csv
@@ -48,3 +49,18 @@ def test_good_model_published_bad_model_rejected(spark, tmp_path) -> None:
     # a rejected model leaves no factors behind for anyone to serve
     factors = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.USER_FACTORS))
     assert factors.where(F.col(t.MODEL_VERSION) == bad.model_version).count() == 0
+
+
+def test_spark_and_numpy_confidence_agree(spark) -> None:
+    """The training side (Spark column) and the fold-in side (numpy) compute the same r."""
+    from pyspark.sql import functions as F
+
+    from batch.confidence import rating_column, rating_values
+
+    rows = [(4.0, 10.0), (4.0, 0.0), (7.5, 3.2), (1.0, -2.0), (2.0, None)]
+    df = spark.createDataFrame(rows, "s DOUBLE, age DOUBLE")
+    for form, eps, half in (("linear", 1.0, 0.0), ("linear", 1.0, 7.0), ("log", 0.5, 0.0), ("log", 2.0, 3.0)):
+        got = [r[0] for r in df.select(rating_column(F.col("s"), F.col("age"), form, eps, half)).collect()]
+        ages = np.array([a if a is not None else np.nan for _, a in rows])
+        want = rating_values(np.array([s for s, _ in rows]), ages, form, eps, half)
+        assert np.allclose(got, want), (form, eps, half)
