@@ -168,12 +168,45 @@ def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
             als_params(cfg),
             cfg.ingest.weights,
             args.tune,
+            grid=_grid(args),
             binary=args.binary,
         )
     finally:
         spark.stop()
     print(f"top {args.k} of {result['users']} users written to {args.out} (parameters {result['params']})")
     return 0
+
+
+def _grid(args: argparse.Namespace):
+    from batch.tune import Grid
+
+    def floats(text: str) -> tuple[float, ...]:
+        return tuple(float(x) for x in text.split(","))
+
+    return Grid(
+        rank=tuple(int(x) for x in args.grid_rank.split(",")),
+        max_iter=tuple(int(x) for x in args.grid_iterations.split(",")),
+        reg_param=floats(args.grid_lambda),
+        alpha=floats(args.grid_alpha),
+        confidence=tuple(args.grid_confidence.split(",")),
+        half_life_days=floats(args.grid_half_life),
+    )
+
+
+def _add_grid_options(p: argparse.ArgumentParser) -> None:
+    from batch.tune import Grid
+
+    g = Grid()
+
+    def joined(values) -> str:
+        return ",".join(str(v) for v in values)
+
+    p.add_argument("--grid-rank", default=joined(g.rank), help=f"ranks to try (default {joined(g.rank)})")
+    p.add_argument("--grid-iterations", default=joined(g.max_iter), help=f"default {joined(g.max_iter)}")
+    p.add_argument("--grid-lambda", default=joined(g.reg_param), help=f"default {joined(g.reg_param)}")
+    p.add_argument("--grid-alpha", default=joined(g.alpha), help=f"default {joined(g.alpha)}")
+    p.add_argument("--grid-confidence", default=joined(g.confidence), help="linear and/or log (default linear)")
+    p.add_argument("--grid-half-life", default=joined(g.half_life_days), help="decay half-lives in days; 0 = none")
 
 
 def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
@@ -191,7 +224,9 @@ def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
             cfg.ingest.weights,
             binary=args.binary,
         )
-        result = run_evaluation(spark, interactions, als_params(cfg), Path(args.out), args.tune, args.split == "time")
+        result = run_evaluation(
+            spark, interactions, als_params(cfg), Path(args.out), args.tune, args.split == "time", grid=_grid(args)
+        )
     finally:
         spark.stop()
     r10 = result["results"][10]
@@ -291,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--user-col", default="userId", help="user id column (default userId)")
     o.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
     o.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
+    _add_grid_options(o)
     o.set_defaults(func=cmd_offline)
 
     ev = sub.add_parser(
@@ -305,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--user-col", default="userId", help="user id column (default userId)")
     ev.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
     ev.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
+    _add_grid_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     pb = sub.add_parser("publish", help="publish the top-N lists of a model to the table and the topic")

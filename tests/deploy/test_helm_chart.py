@@ -49,9 +49,13 @@ def test_lint_strict() -> None:
     helm("lint", "--strict", str(CHART), "-f", str(PRODUCTION))
 
 
-@pytest.mark.parametrize("values", [(), (str(PRODUCTION),)], ids=["default", "production"])
-def test_every_manifest_is_valid_kubernetes(values: tuple[str, ...]) -> None:
-    docs = render(*values)
+@pytest.mark.parametrize(
+    "values,sets",
+    [((), ()), ((str(PRODUCTION),), ()), ((str(PRODUCTION),), ("api.enabled=true",))],
+    ids=["default", "production", "production-with-api"],
+)
+def test_every_manifest_is_valid_kubernetes(values: tuple[str, ...], sets: tuple[str, ...]) -> None:
+    docs = render(*values, sets=sets)
     assert docs
     for doc in docs:
         if doc["kind"] in CUSTOM_KINDS:
@@ -115,7 +119,9 @@ def test_production_values_use_secrets_and_no_secret_lands_in_a_configmap() -> N
         assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "jobrec-credentials"
         assert "value" not in env[name]
     assert not by_kind(docs, "PersistentVolumeClaim")  # object storage instead
-    assert any(d["kind"] == "Service" for d in docs)
+    with_api = render(str(PRODUCTION), sets=("api.enabled=true",))
+    [service] = by_kind(with_api, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
 def test_a_literal_password_in_values_is_refused() -> None:
