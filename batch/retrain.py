@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -32,19 +31,13 @@ from batch.train import (
     write_model,
 )
 from schemas import tables as t
+from schemas.config import GateConfig
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GateSettings:
-    enabled: bool
-    k: int
-    validation_share: float
-    eval_users: int
-    tolerance: float
-    seed: int
-    refit: bool
+# the gate's settings are the config's `gate` section, passed as they are
+GateSettings = GateConfig
 
 
 def _clean(metrics: dict[str, float]) -> dict[str, float | None]:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 
 from batch.publish import publish_recommendations, recommend_top_n
-from batch.retrain import GateSettings, gated_retrain
+from batch.retrain import gated_retrain
 from batch.train import AlsParams, TrainedModel, read_factors
 from schemas import tables as t
 from schemas.click_event import EventLimits
@@ -49,16 +49,11 @@ def als_params(cfg: Config) -> AlsParams:
     )
 
 
-def gate_settings(cfg: Config) -> GateSettings:
-    g = cfg.gate
-    return GateSettings(g.enabled, g.k, g.validation_share, g.eval_users, g.tolerance, g.seed, g.refit)
-
-
 def retrain_and_publish(spark: SparkSession, cfg: Config, bootstrap: str | None, publish: bool = True) -> TrainedModel:
     """Train on the newest interactions behind the quality gate, record the model, and publish its top-N lists
     if it passed (and `publish`)."""
     model, decision = gated_retrain(
-        spark, cfg.storage.tables_root, als_params(cfg), gate_settings(cfg), cfg.retrain.min_interactions
+        spark, cfg.storage.tables_root, als_params(cfg), cfg.gate, cfg.retrain.min_interactions
     )
     log.info("model %s: %s; timings %s", model.model_version, decision.reason, model.timings)
     if decision.publish and publish and bootstrap:
