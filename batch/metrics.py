@@ -43,36 +43,36 @@ def ndcg_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
     return float(dcg / ideal)
 
 
+def _candidates(n: int, excluded: set[int]) -> np.ndarray:
+    keep = np.ones(n, dtype=bool)
+    if excluded:
+        keep[np.fromiter(excluded, dtype=np.int64, count=len(excluded))] = False
+    return np.flatnonzero(keep)
+
+
 def auc(scores: np.ndarray, relevant: set[int], excluded: set[int]) -> float:
     """Probability that a relevant item outscores a non-relevant one, over all items not in `excluded`
     (ties count one half)."""
-    candidates = np.array([i for i in range(len(scores)) if i not in excluded])
-    is_pos = np.isin(candidates, list(relevant))
-    pos, neg = scores[candidates[is_pos]], scores[candidates[~is_pos]]
-    if len(pos) == 0 or len(neg) == 0:
+    candidates = _candidates(len(scores), excluded)
+    is_pos = np.isin(candidates, np.fromiter(relevant, dtype=np.int64, count=len(relevant)))
+    n_pos, n_neg = int(is_pos.sum()), int((~is_pos).sum())
+    if n_pos == 0 or n_neg == 0:
         return float("nan")
-    # rank-sum (Mann-Whitney U) with average ranks for ties
-    allv = np.concatenate([pos, neg])
-    order = allv.argsort(kind="mergesort")
-    ranks = np.empty(len(allv))
-    sorted_vals = allv[order]
-    i = 0
-    while i < len(allv):
-        j = i
-        while j + 1 < len(allv) and sorted_vals[j + 1] == sorted_vals[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
-    return float(u / (len(pos) * len(neg)))
+    # rank-sum (Mann-Whitney U) with the average rank for tied scores
+    _, inverse, counts = np.unique(scores[candidates], return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    u = average_rank[inverse][is_pos].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
 
 
 def percentile_ranks(scores: np.ndarray, excluded: set[int]) -> dict[int, float]:
-    """Each candidate item's place in the user's ranking as a percentile: 0 at the top, 1 at the bottom."""
-    candidates = [i for i in range(len(scores)) if i not in excluded]
-    order = sorted(candidates, key=lambda i: (-scores[i], i))
+    """Each candidate item's place in the user's ranking as a percentile: 0 at the top, 1 at the bottom
+    (ties broken by the lower index)."""
+    candidates = _candidates(len(scores), excluded)
+    order = candidates[np.lexsort((candidates, -scores[candidates]))]
     n = len(order)
-    return {item: (pos / (n - 1) if n > 1 else 0.0) for pos, item in enumerate(order)}
+    pct = np.arange(n) / (n - 1) if n > 1 else np.zeros(n)
+    return dict(zip(order.tolist(), pct.tolist(), strict=True))
 
 
 def expected_percentile_rank(per_user: Sequence[tuple[dict[int, float], dict[int, float]]]) -> float:
