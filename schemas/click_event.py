@@ -47,6 +47,7 @@ class Rejection:
 
     code: str
     detail: str
+    field: str | None = None  # the event field at fault, when there is one
 
     @property
     def reason(self) -> str:
@@ -144,7 +145,7 @@ def parse_click_event(
     try:
         doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
     except _DuplicateKey as e:
-        return Rejection("duplicate_key", f"field {e} appears twice")
+        return Rejection("duplicate_key", f"field {e} appears twice", str(e))
     except RecursionError:
         return Rejection("too_deep", "JSON nested too deeply")
     except ValueError as e:  # JSONDecodeError is a ValueError
@@ -154,34 +155,40 @@ def parse_click_event(
 
     unknown = sorted(set(doc) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
-        return Rejection("unknown_field", f"{unknown[0][:64]!r} is not in click event v1")
+        return Rejection("unknown_field", f"{unknown[0][:64]!r} is not in click event v1", unknown[0][:64])
     if "schema_version" in doc and (doc["schema_version"] != 1 or isinstance(doc["schema_version"], bool)):
-        return Rejection("unsupported_version", f"schema_version {str(doc['schema_version'])[:20]}, expected 1")
+        return Rejection(
+            "unsupported_version", f"schema_version {str(doc['schema_version'])[:20]}, expected 1", "schema_version"
+        )
     for name in REQUIRED_FIELDS:
         if name not in doc:
-            return Rejection("missing_field", name)
+            return Rejection("missing_field", name, name)
         if doc[name] is None:
-            return Rejection("null_field", name)
+            return Rejection("null_field", name, name)
         if not isinstance(doc[name], str):
-            return Rejection("wrong_type", f"{name} must be a string, got {_json_type(doc[name])}")
+            return Rejection("wrong_type", f"{name} must be a string, got {_json_type(doc[name])}", name)
     for name in ID_FIELDS:
         value = doc[name]
         if value == "":
-            return Rejection("empty_field", name)
+            return Rejection("empty_field", name, name)
         if len(value) > MAX_ID_LENGTH:
-            return Rejection("too_long", f"{name} has {len(value)} characters, limit {MAX_ID_LENGTH}")
+            return Rejection("too_long", f"{name} has {len(value)} characters, limit {MAX_ID_LENGTH}", name)
         if _CONTROL_CHARS.search(value):
-            return Rejection("control_char", f"{name} contains a control character")
+            return Rejection("control_char", f"{name} contains a control character", name)
     if doc["event_type"] not in EVENT_TYPES:
-        return Rejection("unknown_event_type", f"{doc['event_type'][:32]!r}, expected one of {', '.join(EVENT_TYPES)}")
+        return Rejection(
+            "unknown_event_type", f"{doc['event_type'][:32]!r}, expected one of {', '.join(EVENT_TYPES)}", "event_type"
+        )
 
     stamp = doc["occurred_at"]
     occurred = parse_timestamp(stamp) if len(stamp) <= MAX_TIMESTAMP_LENGTH else None
     if occurred is None:
-        return Rejection("bad_timestamp", f"occurred_at {stamp[:48]!r} is not an RFC 3339 date-time")
+        return Rejection("bad_timestamp", f"occurred_at {stamp[:48]!r} is not an RFC 3339 date-time", "occurred_at")
     received = _EPOCH + timedelta(milliseconds=received_at_ms)
     if occurred > received + timedelta(seconds=limits.max_future_seconds):
-        return Rejection("future_timestamp", f"occurred_at {stamp} is after the broker received it")
+        return Rejection("future_timestamp", f"occurred_at {stamp} is after the broker received it", "occurred_at")
     if occurred < received - timedelta(days=limits.max_past_days):
-        return Rejection("past_timestamp", f"occurred_at {stamp} is more than {limits.max_past_days} days old")
+        return Rejection(
+            "past_timestamp", f"occurred_at {stamp} is more than {limits.max_past_days} days old", "occurred_at"
+        )
     return ClickEvent(doc["event_id"], doc["user_id"], doc["job_id"], doc["event_type"], occurred)

@@ -120,6 +120,16 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    host: str
+    port: int
+    max_body_bytes: int
+    max_batch_events: int
+    token: str
+    kafka_timeout_seconds: float
+
+
+@dataclass(frozen=True)
 class FoldInConfig:
     model_check_seconds: float
 
@@ -136,6 +146,7 @@ class Config:
     publish: PublishConfig
     gate: GateConfig
     fold_in: FoldInConfig
+    api: ApiConfig
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

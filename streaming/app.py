@@ -128,3 +128,34 @@ def run_speed(spark: SparkSession, cfg: Config, bootstrap: str, should_stop, sta
         models.stop()
         consumer.close()
         producer.close()
+
+
+def build_api(cfg: Config, bootstrap: str):
+    """(FastAPI app, stop function): the ingest/read API with its Kafka producer and recommendations follower."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from streaming.connections import python_client_args
+    from streaming.http_api import ApiSettings, LatestLists, create_app
+
+    client = python_client_args(cfg.kafka, bootstrap)
+    timeout_ms = int(cfg.api.kafka_timeout_seconds * 1000)
+    producer = KafkaProducer(**client, acks="all", linger_ms=2, max_block_ms=timeout_ms, request_timeout_ms=timeout_ms)
+    lists = LatestLists()
+    lists.follow(lambda: KafkaConsumer(**client, enable_auto_commit=False), cfg.kafka.recommendations_topic)
+    settings = ApiSettings(
+        cfg.kafka.clicks_topic,
+        cfg.kafka.recommendations_topic,
+        cfg.api.max_body_bytes,
+        cfg.api.max_batch_events,
+        cfg.api.token,
+        cfg.api.kafka_timeout_seconds,
+        EventLimits(cfg.ingest.max_record_bytes, cfg.ingest.max_future_seconds, cfg.ingest.max_past_days),
+    )
+
+    def stop() -> None:
+        lists.stop()
+        producer.close(timeout=5)
+
+    from streaming.connections import any_broker_reachable
+
+    return create_app(settings, producer, lists, lambda: any_broker_reachable(bootstrap)), stop

@@ -105,6 +105,22 @@ def cmd_speed(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(cfg: Config, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from streaming.app import build_api
+    from streaming.connections import ensure_topics, resolve_bootstrap
+
+    bootstrap = resolve_bootstrap(cfg)
+    ensure_topics(cfg.kafka, bootstrap)
+    app, stop = build_api(cfg, bootstrap)
+    try:
+        uvicorn.run(app, host=args.host or cfg.api.host, port=args.port or cfg.api.port, log_level="warning")
+    finally:
+        stop()
+    return 0
+
+
 def cmd_load(cfg: Config, args: argparse.Namespace) -> int:
     from batch.backfill import CsvLayout, load_counts_csv
 
@@ -300,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("speed", help="refresh a user's list within seconds of their clicks (fold-in)")
     sp.set_defaults(func=cmd_speed)
+
+    a = sub.add_parser("api", help="the HTTP ingest and read API (POST /v1/events, GET /v1/recommendations/ID)")
+    a.add_argument("--host", help="default api.host")
+    a.add_argument("--port", type=int, help="default api.port")
+    a.set_defaults(func=cmd_api)
 
     ld = sub.add_parser("load", help="backfill a CSV of (user, job, count) rows into the interactions table")
     ld.add_argument("csv", help="path of the CSV file (with a header row)")

@@ -30,7 +30,8 @@ class KafkaConnectError(RuntimeError):
     """The brokers could not be reached, or refused the configured credentials; the message says which."""
 
 
-def _any_reachable(bootstrap: str) -> bool:
+def any_broker_reachable(bootstrap: str) -> bool:
+    """Whether any bootstrap server accepts a TCP connection (3 s each at most)."""
     import socket
 
     for server in bootstrap.split(","):
@@ -49,7 +50,7 @@ def describe_connect_failure(kafka: KafkaConfig, bootstrap: str, error: Exceptio
     kafka-python reports a refused SASL login only as a closed connection and a bootstrap time-out.
     """
     sec = kafka.security
-    if not _any_reachable(bootstrap):
+    if not any_broker_reachable(bootstrap):
         return KafkaConnectError(f"no Kafka broker answers at {bootstrap} (kafka.bootstrap_servers): {error}")
     if sec.protocol.startswith("SASL"):
         return KafkaConnectError(

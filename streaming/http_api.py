@@ -1,0 +1,199 @@
+"""The HTTP ingest and read API: services post click events and read the newest list of a user.
+
+- POST /v1/events: one event (a JSON object), a batch (a JSON array) or NDJSON. Each event is checked against
+  click event v1; the answer says, per event, accepted or why not (the field and the reason). Accepted events
+  are acknowledged only after every Kafka broker in sync has them (acks=all); while Kafka is unreachable the API
+  answers 503 and acknowledges nothing, so a client retries (safely: the pipeline drops repeated event_ids).
+  400 when no event is acceptable, 413 over api.max_body_bytes or api.max_batch_events.
+- GET /v1/recommendations/{user_id}: the newest list from the compacted recommendations topic, followed by a
+  background consumer.
+- /healthz (the process lives), /readyz (Kafka answers), /metrics (Prometheus text format).
+Optional bearer-token auth (api.token, from a Secret).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from schemas.click_event import ClickEvent, EventLimits, parse_click_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    clicks_topic: str
+    recommendations_topic: str
+    max_body_bytes: int
+    max_batch_events: int
+    token: str
+    kafka_timeout_seconds: float
+    limits: EventLimits
+
+
+class LatestLists:
+    """user_id -> the newest recommendation message, kept up to date from the compacted topic."""
+
+    def __init__(self) -> None:
+        self.lists: dict[str, dict] = {}
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+
+    def follow(self, consumer_factory: Callable[[], Any], topic: str) -> threading.Thread:
+        def run() -> None:
+            from kafka import TopicPartition
+
+            consumer = consumer_factory()
+            try:
+                parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+                consumer.assign(parts)
+                consumer.seek_to_beginning(*parts)
+                end = consumer.end_offsets(parts)
+                while not self._stop.is_set():
+                    for records in consumer.poll(timeout_ms=200).values():
+                        for rec in records:
+                            if rec.key is None:
+                                continue
+                            if rec.value is None:
+                                self.lists.pop(rec.key.decode(), None)
+                            else:
+                                self.lists[rec.key.decode()] = json.loads(rec.value)
+                    if not self.ready.is_set() and all(consumer.position(tp) >= end[tp] for tp in parts):
+                        self.ready.set()
+            except Exception:  # noqa: BLE001 - the read API says 503 until it is back
+                log.exception("following %s failed", topic)
+            finally:
+                consumer.close()
+
+        thread = threading.Thread(target=run, name="recommendations-follower", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def split_body(body: bytes, content_type: str) -> list[bytes] | None:
+    """The raw events of a request body: a JSON array's elements, NDJSON lines, or the body as one event.
+    None if the body is a JSON array that does not parse (then it is one bad event)."""
+    text = body.lstrip()
+    if "ndjson" in content_type or "jsonlines" in content_type:
+        return [line for line in body.split(b"\n") if line.strip()]
+    if text.startswith(b"["):
+        try:
+            items = json.loads(body)
+        except ValueError:
+            return [body]
+        return [json.dumps(item).encode() for item in items]
+    return [body]
+
+
+def create_app(settings: ApiSettings, producer: Any, lists: LatestLists, kafka_ready: Callable[[], bool]) -> FastAPI:
+    app = FastAPI(title="jobrec API", version="1")
+    registry = CollectorRegistry()
+    accepted = Counter("jobrec_events_accepted_total", "events acknowledged by Kafka", registry=registry)
+    rejected = Counter("jobrec_events_rejected_total", "events refused", ["reason"], registry=registry)
+    unavailable = Counter("jobrec_kafka_unavailable_total", "requests answered 503", registry=registry)
+    kafka_latency = Histogram(
+        "jobrec_kafka_ack_seconds", "time to Kafka's acknowledgement of a request's events", registry=registry
+    )
+
+    def authorised(request: Request) -> bool:
+        return not settings.token or request.headers.get("authorization") == f"Bearer {settings.token}"
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next):
+        if request.url.path.startswith("/v1/") and not authorised(request):
+            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+        return await call_next(request)
+
+    @app.post("/v1/events")
+    async def post_events(request: Request) -> Response:
+        # read at most max_body_bytes; drain (a bounded amount of) the rest so the client hears the 413
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= settings.max_body_bytes:
+                chunks.append(chunk)
+            elif size > 16 * settings.max_body_bytes:
+                break
+        if size > settings.max_body_bytes:
+            return JSONResponse({"error": f"body over {settings.max_body_bytes} bytes"}, status_code=413)
+        body = b"".join(chunks)
+        raws = split_body(body, request.headers.get("content-type", ""))
+        if len(raws) > settings.max_batch_events:
+            return JSONResponse({"error": f"more than {settings.max_batch_events} events"}, status_code=413)
+        now_ms = int(time.time() * 1000)
+        results: list[dict[str, Any]] = []
+        good: list[tuple[int, ClickEvent, bytes]] = []
+        for i, raw in enumerate(raws):
+            verdict = parse_click_event(raw, now_ms, settings.limits)
+            if isinstance(verdict, ClickEvent):
+                good.append((i, verdict, raw))
+                results.append({"index": i, "status": "accepted", "event_id": verdict.event_id})
+            else:
+                rejected.labels(verdict.code).inc()
+                results.append({"index": i, "status": "rejected", "field": verdict.field, "reason": verdict.reason})
+        if good:
+            started = time.monotonic()
+
+            def send_and_wait() -> None:
+                futures = [
+                    producer.send(settings.clicks_topic, key=e.user_id.encode(), value=raw) for _, e, raw in good
+                ]
+                producer.flush(timeout=settings.kafka_timeout_seconds)
+                for f in futures:
+                    f.get(timeout=settings.kafka_timeout_seconds)
+
+            try:
+                # kafka-python blocks: run it off the event loop, so other requests go on meanwhile
+                await run_in_threadpool(send_and_wait)
+            except Exception as e:  # noqa: BLE001 - any Kafka failure: nothing is acknowledged
+                unavailable.inc()
+                log.warning("Kafka did not acknowledge %d events: %s", len(good), e)
+                return JSONResponse(
+                    {"error": "Kafka is unavailable; nothing was acknowledged, retry with the same event_ids"},
+                    status_code=503,
+                    headers={"Retry-After": "5"},
+                )
+            kafka_latency.observe(time.monotonic() - started)
+            accepted.inc(len(good))
+        status = 200 if good else 400
+        return JSONResponse(
+            {"accepted": len(good), "rejected": len(raws) - len(good), "results": results}, status_code=status
+        )
+
+    @app.get("/v1/recommendations/{user_id}")
+    async def get_recommendations(user_id: str) -> Response:
+        if not lists.ready.is_set():
+            return JSONResponse({"error": "still reading the recommendations topic"}, status_code=503)
+        msg = lists.lists.get(user_id)
+        if msg is None:
+            return JSONResponse({"error": f"no list for user {user_id!r}"}, status_code=404)
+        return JSONResponse(msg)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return PlainTextResponse("ok")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok = await run_in_threadpool(kafka_ready)
+        return PlainTextResponse("ready" if ok else "Kafka unreachable", status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

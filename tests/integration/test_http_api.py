@@ -1,0 +1,165 @@
+"""The HTTP ingest/read API against a real broker (its own: one test stops it), served by uvicorn."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+import uvicorn
+
+from schemas.config import load_config
+from streaming.app import build_api
+from streaming.connections import ensure_topics, python_client_args
+from streaming.embedded_kafka import free_port, start_broker, stop_broker
+from streaming.producer import make_click_event
+from tests.integration.conftest import broker_config, make_producer, write_config
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("api")
+    kafka = broker_config(folder / "kafka")
+    state = start_broker(kafka)
+    cfg = load_config(
+        write_config(
+            folder, state.bootstrap, "api", api={"token": TOKEN, "kafka_timeout_seconds": 5, "max_body_bytes": 200_000}
+        ),
+        env={},
+    )
+    ensure_topics(cfg.kafka, state.bootstrap)
+    app, stop = build_api(cfg, state.bootstrap)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", cfg, kafka
+    server.should_exit = True
+    thread.join(10)
+    stop()
+    stop_broker(kafka)
+
+
+def call(
+    base: str, path: str, body: bytes | None = None, token: str | None = TOKEN, content_type: str = "application/json"
+):
+    req = urllib.request.Request(base + path, data=body, method="POST" if body is not None else "GET")
+    req.add_header("Content-Type", content_type)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def topic_event_ids(cfg) -> list[str]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), enable_auto_commit=False)
+    parts = [TopicPartition(cfg.kafka.clicks_topic, p) for p in consumer.partitions_for_topic(cfg.kafka.clicks_topic)]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    end = consumer.end_offsets(parts)
+    ids = []
+    while not all(consumer.position(tp) >= end[tp] for tp in parts):
+        for records in consumer.poll(timeout_ms=500).values():
+            ids += [json.loads(r.value)["event_id"] for r in records]
+    consumer.close()
+    return ids
+
+
+def test_bad_requests_get_the_right_4xx_naming_the_field(api) -> None:
+    base, _, _ = api
+    status, body = call(base, "/v1/events", json.dumps({**make_click_event("u", "j"), "user_id": 7}).encode())
+    assert status == 400
+    [result] = json.loads(body)["results"]
+    assert result["field"] == "user_id" and result["reason"].startswith("wrong_type")
+    status, body = call(base, "/v1/events", b"{not json")
+    assert status == 400 and json.loads(body)["results"][0]["reason"].startswith("invalid_json")
+    status, _ = call(base, "/v1/events", json.dumps([make_click_event("u", "j" * 100)] * 1500).encode())
+    assert status == 413  # over max_body_bytes (200 kB here)
+    status, _ = call(base, "/v1/events", json.dumps([make_click_event("u", "j")] * 1001).encode())
+    assert status == 413  # over max_batch_events (1,000)
+    status, _ = call(base, "/v1/events", json.dumps(make_click_event("u", "j")).encode(), token=None)
+    assert status == 401
+
+
+def test_a_batch_with_some_bad_events_keeps_the_good_ones(api) -> None:
+    base, cfg, _ = api
+    good = [make_click_event(f"u{i}", f"j{i}") for i in range(5)]
+    batch = [good[0], {"event_id": "x"}, good[1], {**good[2], "event_type": "purchase"}, *good[2:]]
+    status, body = call(base, "/v1/events", json.dumps(batch).encode())
+    assert status == 200
+    answer = json.loads(body)
+    assert (answer["accepted"], answer["rejected"]) == (5, 2)
+    assert [r["status"] for r in answer["results"]] == ["accepted", "rejected", "accepted", "rejected"] + [
+        "accepted"
+    ] * 3
+    assert answer["results"][3]["field"] == "event_type"
+    ndjson = b"\n".join(json.dumps(make_click_event("nd", f"j{i}")).encode() for i in range(3))
+    status, body = call(base, "/v1/events", ndjson, content_type="application/x-ndjson")
+    assert status == 200 and json.loads(body)["accepted"] == 3
+    on_topic = set(topic_event_ids(cfg))
+    assert {e["event_id"] for e in good} <= on_topic and "x" not in on_topic
+    status, body = call(base, "/metrics")
+    assert status == 200 and b"jobrec_events_accepted_total" in body
+    assert call(base, "/healthz", token=None)[0] == 200 and call(base, "/readyz", token=None)[0] == 200
+
+
+def test_read_api_answers_the_newest_list(api) -> None:
+    base, cfg, _ = api
+    producer = make_producer(cfg)
+    for n in (1, 2):
+        msg = {
+            "schema_version": 1,
+            "user_id": "reader",
+            "model_version": f"v{n}",
+            "generated_at": "2026-11-26T10:00:00.000Z",
+            "newest_event_at": None,
+            "source": "batch",
+            "items": [{"job_id": "j", "score": 1.0, "rank": 1}],
+        }
+        producer.send(cfg.kafka.recommendations_topic, key=b"reader", value=json.dumps(msg).encode()).get(30)
+    producer.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, body = call(base, "/v1/recommendations/reader")
+        if status == 200 and json.loads(body)["model_version"] == "v2":
+            break
+        time.sleep(0.3)
+    assert status == 200 and json.loads(body)["model_version"] == "v2"
+    assert call(base, "/v1/recommendations/nobody")[0] == 404
+
+
+def test_broker_down_means_503_and_nothing_acknowledged_is_lost(api) -> None:
+    base, cfg, kafka = api
+    acknowledged: list[str] = []
+    stop_broker(kafka)
+    event = make_click_event("down", f"j-{uuid.uuid4()}")
+    status, _ = call(base, "/v1/events", json.dumps(event).encode())
+    assert status == 503
+    start_broker(kafka)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the client retries the same event, as the 503 asks
+        status, _ = call(base, "/v1/events", json.dumps(event).encode())
+        if status == 200:
+            acknowledged.append(event["event_id"])
+            break
+        time.sleep(1)
+    assert acknowledged, "the API did not recover after the broker came back"
+    more = [make_click_event("after", f"j{i}") for i in range(10)]
+    status, _ = call(base, "/v1/events", json.dumps(more).encode())
+    assert status == 200
+    acknowledged += [e["event_id"] for e in more]
+    assert set(acknowledged) <= set(topic_event_ids(cfg))
