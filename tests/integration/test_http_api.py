@@ -163,3 +163,36 @@ def test_broker_down_means_503_and_nothing_acknowledged_is_lost(api) -> None:
     assert status == 200
     acknowledged += [e["event_id"] for e in more]
     assert set(acknowledged) <= set(topic_event_ids(cfg))
+
+
+def test_python_clients_send_and_follow(api) -> None:
+    from streaming.clients import ClickProducer, InvalidEvent, RecommendationsConsumer
+
+    _, cfg, _ = api
+    args = python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers)
+    producer = ClickProducer(topic=cfg.kafka.clicks_topic, **args)
+    event_id = producer.send("client-user", "job-9", "save")
+    with pytest.raises(InvalidEvent) as e:
+        producer.send("client-user", "", "save")
+    assert e.value.field == "job_id"
+    producer.close()
+    assert event_id in topic_event_ids(cfg)
+
+    raw = make_producer(cfg)
+    msg = {
+        "schema_version": 1,
+        "user_id": "client-user",
+        "model_version": "v9",
+        "generated_at": "2026-11-26T10:00:00.000Z",
+        "newest_event_at": None,
+        "source": "fold-in",
+        "items": [],
+    }
+    raw.send(cfg.kafka.recommendations_topic, key=b"client-user", value=json.dumps(msg).encode()).get(30)
+    raw.close()
+    consumer = RecommendationsConsumer(topic=cfg.kafka.recommendations_topic, **args)
+    deadline = time.monotonic() + 30
+    while (consumer.latest("client-user") or {}).get("model_version") != "v9" and time.monotonic() < deadline:
+        consumer.poll(500)
+    consumer.close()
+    assert consumer.latest("client-user")["model_version"] == "v9"
