@@ -23,7 +23,7 @@ SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed"
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # kafka-python narrates every connection attempt at INFO
-    logging.getLogger("kafka").setLevel(logging.ERROR if level != "DEBUG" else logging.DEBUG)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
