@@ -74,7 +74,6 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
     try:
         run_ingest(
             lambda: start_ingest(spark, settings, once=args.once, trigger_seconds=cfg.ingest.trigger_seconds),
-            once=args.once,
             backoff_seconds=cfg.ingest.restart_backoff_seconds,
             should_stop=stop.is_set,
             heartbeat=Heartbeat.from_env().beat,

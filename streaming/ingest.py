@@ -180,7 +180,6 @@ def start_ingest(
 def run_ingest(
     start: Callable[[], StreamingQuery],
     *,
-    once: bool,
     backoff_seconds: float,
     should_stop: Callable[[], bool] = lambda: False,
     heartbeat: Callable[[], None] = lambda: None,
@@ -204,8 +203,6 @@ def run_ingest(
                 raise ex
             return
         except StreamingQueryException as e:
+            # an --once (availableNow) run that failed is retried too, until it has read what was there
             log.error("ingest query failed: %s; restarting in %.0f s", str(e).splitlines()[0][:300], backoff_seconds)
             time.sleep(backoff_seconds)
-        if once:
-            # an availableNow run that failed is retried too, until it has read what was there
-            continue

@@ -12,6 +12,7 @@ COMMANDS = [
     "kafka",
     "ingest",
     "speed",
+    "api",
     "offline",
     "evaluate",
     "load",
