@@ -106,3 +106,25 @@ def test_histories_keep_the_newest_time() -> None:
         ]
     )
     assert h.users["u"].newest_event_at == datetime(2026, 1, 2, tzinfo=timezone.utc)
+
+
+def test_model_holder_switches_to_a_new_version_without_a_restart() -> None:
+    import time
+
+    from streaming.speed import ModelHolder
+
+    versions = iter(["v1", None, "v2"])  # first load, a check that finds nothing new, then a new version
+
+    def load(current: str | None) -> ServingModel | None:
+        v = next(versions, None)
+        return None if v is None else ServingModel(v, ["j"], np.ones((1, 2)), 1.0, 0.1, [0])
+
+    holder = ModelHolder(load, check_seconds=0.05).start()
+    try:
+        assert holder.model is not None and holder.model.model_version == "v1"
+        deadline = time.monotonic() + 5
+        while holder.model.model_version != "v2" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert holder.model.model_version == "v2"
+    finally:
+        holder.stop()
