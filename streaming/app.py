@@ -132,8 +132,9 @@ def run_speed(spark: SparkSession, cfg: Config, bootstrap: str, should_stop, sta
 
 def build_api(cfg: Config, bootstrap: str):
     """(FastAPI app, stop function): the ingest/read API with its Kafka producer and recommendations follower."""
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
 
+    from streaming.clients import RecommendationsConsumer
     from streaming.connections import python_client_args
     from streaming.http_api import ApiSettings, LatestLists, create_app
 
@@ -141,7 +142,7 @@ def build_api(cfg: Config, bootstrap: str):
     timeout_ms = int(cfg.api.kafka_timeout_seconds * 1000)
     producer = KafkaProducer(**client, acks="all", linger_ms=2, max_block_ms=timeout_ms, request_timeout_ms=timeout_ms)
     lists = LatestLists()
-    lists.follow(lambda: KafkaConsumer(**client, enable_auto_commit=False), cfg.kafka.recommendations_topic)
+    lists.follow(lambda: RecommendationsConsumer(topic=cfg.kafka.recommendations_topic, **client))
     settings = ApiSettings(
         cfg.kafka.clicks_topic,
         cfg.kafka.recommendations_topic,

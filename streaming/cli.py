@@ -121,14 +121,14 @@ def cmd_api(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_load(cfg: Config, args: argparse.Namespace) -> int:
-    from batch.backfill import CsvLayout, load_counts_csv
+    from batch.backfill import load_counts_csv
 
     spark = _spark(cfg, "load")
     try:
         report = load_counts_csv(
             spark,
             args.csv,
-            CsvLayout(args.sep, args.user_col, args.job_col, args.count_col),
+            _layout(args),
             cfg.storage.tables_root,
             args.event_type,
             cfg.ingest.weights,
@@ -168,7 +168,6 @@ def cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
-    from batch.backfill import CsvLayout
     from batch.offline import run_offline
     from streaming.app import als_params
 
@@ -179,7 +178,7 @@ def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
             args.interactions,
             args.out,
             args.k,
-            CsvLayout(args.sep, args.user_col, args.job_col, args.count_col),
+            _layout(args),
             als_params(cfg),
             cfg.ingest.weights,
             args.tune,
@@ -190,6 +189,20 @@ def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
         spark.stop()
     print(f"top {args.k} of {result['users']} users written to {args.out} (parameters {result['params']})")
     return 0
+
+
+def _layout(args: argparse.Namespace):
+
+    return _layout(args)
+
+
+def _add_layout_options(p: argparse.ArgumentParser) -> None:
+    """How a (user, job, count) CSV is laid out; the defaults read the seed's job_clicks.csv."""
+    p.add_argument("--binary", action="store_true", help="a pair with count > 0 counts once (noisy counts)")
+    p.add_argument("--sep", default=",", help="field separator (default ,)")
+    p.add_argument("--user-col", default="userId", help="user id column (default userId)")
+    p.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
+    p.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
 
 
 def _grid(args: argparse.Namespace):
@@ -225,7 +238,6 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
-    from batch.backfill import CsvLayout
     from batch.offline import read_interactions_file
     from batch.report import run_evaluation
     from streaming.app import als_params
@@ -235,7 +247,7 @@ def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
         interactions = read_interactions_file(
             spark,
             args.interactions,
-            CsvLayout(args.sep, args.user_col, args.job_col, args.count_col),
+            _layout(args),
             cfg.ingest.weights,
             binary=args.binary,
         )
@@ -323,12 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ld = sub.add_parser("load", help="backfill a CSV of (user, job, count) rows into the interactions table")
     ld.add_argument("csv", help="path of the CSV file (with a header row)")
-    ld.add_argument("--sep", default=",", help="field separator (default ,)")
-    ld.add_argument("--user-col", default="userId", help="user id column (default userId)")
-    ld.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
-    ld.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
+    _add_layout_options(ld)
     ld.add_argument("--event-type", default="click", help="which event type the counts are (default click)")
-    ld.add_argument("--binary", action="store_true", help="a pair with count > 0 counts once (noisy counts)")
     ld.set_defaults(func=cmd_load)
 
     r = sub.add_parser("retrain", help="train ALS on the interactions, record the model, publish top-N lists")
@@ -341,11 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", required=True, help="where to write user_id,job_id,rank,score")
     o.add_argument("--k", type=int, default=10, help="jobs per user (default 10)")
     o.add_argument("--tune", action="store_true", help="choose rank, iterations, lambda, alpha on a validation split")
-    o.add_argument("--binary", action="store_true", help="every pair with count > 0 counts once (noisy counts)")
-    o.add_argument("--sep", default=",", help="field separator (default ,)")
-    o.add_argument("--user-col", default="userId", help="user id column (default userId)")
-    o.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
-    o.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
+    _add_layout_options(o)
     _add_grid_options(o)
     o.set_defaults(func=cmd_offline)
 
@@ -356,11 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="reports/evaluation", help="folder for report.md, results.json and the plots")
     ev.add_argument("--tune", action="store_true", help="choose the parameters on the validation split")
     ev.add_argument("--split", choices=["random", "time"], default="random", help="per-user random or newest holdout")
-    ev.add_argument("--binary", action="store_true", help="every pair with count > 0 counts once (noisy counts)")
-    ev.add_argument("--sep", default=",", help="field separator (default ,)")
-    ev.add_argument("--user-col", default="userId", help="user id column (default userId)")
-    ev.add_argument("--job-col", default="jobId", help="job id column (default jobId)")
-    ev.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
+    _add_layout_options(ev)
     _add_grid_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 

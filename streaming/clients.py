@@ -80,7 +80,13 @@ class RecommendationsConsumer:
         parts = [TopicPartition(topic, p) for p in sorted(self._consumer.partitions_for_topic(topic) or [])]
         self._consumer.assign(parts)
         self._consumer.seek_to_beginning(*parts)
+        self._parts = parts
+        self._end_at_start = self._consumer.end_offsets(parts)
         self.lists: dict[str, dict] = {}
+
+    def caught_up(self) -> bool:
+        """Whether everything that was on the topic when this consumer started has been read."""
+        return all(self._consumer.position(tp) >= self._end_at_start[tp] for tp in self._parts)
 
     def poll(self, timeout_ms: int = 1000) -> int:
         """Read what is new; returns how many messages were read."""

@@ -43,36 +43,26 @@ class ApiSettings:
 
 
 class LatestLists:
-    """user_id -> the newest recommendation message, kept up to date from the compacted topic."""
+    """user_id -> the newest recommendation message, kept up to date from the compacted topic in a thread."""
 
     def __init__(self) -> None:
         self.lists: dict[str, dict] = {}
         self.ready = threading.Event()
         self._stop = threading.Event()
 
-    def follow(self, consumer_factory: Callable[[], Any], topic: str) -> threading.Thread:
-        def run() -> None:
-            from kafka import TopicPartition
+    def follow(self, consumer_factory: Callable[[], Any]) -> threading.Thread:
+        """Follow with the `streaming.clients.RecommendationsConsumer` that `consumer_factory` opens."""
 
+        def run() -> None:
             consumer = consumer_factory()
+            self.lists = consumer.lists  # the consumer updates this dict in place
             try:
-                parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-                consumer.assign(parts)
-                consumer.seek_to_beginning(*parts)
-                end = consumer.end_offsets(parts)
                 while not self._stop.is_set():
-                    for records in consumer.poll(timeout_ms=200).values():
-                        for rec in records:
-                            if rec.key is None:
-                                continue
-                            if rec.value is None:
-                                self.lists.pop(rec.key.decode(), None)
-                            else:
-                                self.lists[rec.key.decode()] = json.loads(rec.value)
-                    if not self.ready.is_set() and all(consumer.position(tp) >= end[tp] for tp in parts):
+                    consumer.poll(timeout_ms=200)
+                    if not self.ready.is_set() and consumer.caught_up():
                         self.ready.set()
             except Exception:  # noqa: BLE001 - the read API says 503 until it is back
-                log.exception("following %s failed", topic)
+                log.exception("following the recommendations topic failed")
             finally:
                 consumer.close()
 

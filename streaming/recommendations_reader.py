@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
+
+from streaming.clients import RecommendationsConsumer
 
 
 def read_latest_lists(consumer_args: dict[str, Any], topic: str, timeout_seconds: float = 30.0) -> dict[str, dict]:
     """Read the topic from the start to its current end; returns user_id -> newest message (as a dict)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(**consumer_args, enable_auto_commit=False, consumer_timeout_ms=1000)
+    consumer = RecommendationsConsumer(topic=topic, **consumer_args)
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        latest: dict[str, dict] = {}
         deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
-            if all(consumer.position(tp) >= end[tp] for tp in partitions):
-                break
-            for records in consumer.poll(timeout_ms=500).values():
-                for rec in records:
-                    if rec.key is None:
-                        continue
-                    if rec.value is None:  # a tombstone deletes the user's list
-                        latest.pop(rec.key.decode(), None)
-                    else:
-                        latest[rec.key.decode()] = json.loads(rec.value)
-        return latest
+        while not consumer.caught_up() and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=500)
+        return consumer.lists
     finally:
         consumer.close()
