@@ -192,8 +192,9 @@ def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _layout(args: argparse.Namespace):
+    from batch.backfill import CsvLayout
 
-    return _layout(args)
+    return CsvLayout(args.sep, args.user_col, args.job_col, args.count_col)
 
 
 def _add_layout_options(p: argparse.ArgumentParser) -> None:
