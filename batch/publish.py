@@ -1,7 +1,8 @@
 """Publish: the top-N unseen jobs of every user, to the `recommendations` Delta table and the Kafka topic.
 
 Scoring runs where the users are: the job factors (small: jobs x rank floats) go to every task, each Arrow
-batch of users is scored with numpy (`batch.top_n`), and the jobs a user has interacted with are hidden.
+batch of users is scored with numpy (`batch.top_n`), and the jobs a user has interacted with are hidden, as are
+the jobs the catalog says are closed or expired at publish time; `publish.max_per_category` caps a category.
 One message per user, keyed by user_id, valid against schemas/recommendation.v1.json.
 """
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from batch.catalog import CatalogRow, ServingFilter, serving_filter
 from batch.top_n import top_n_unseen
 from schemas import tables as t
 from schemas.recommendation import recommendation_message
@@ -52,8 +54,12 @@ def score_user_batches(
     n: int,
     model_version: str,
     generated_at: datetime,
+    allowed: ServingFilter | None = None,
+    max_per_category: int = 0,
 ) -> Iterator[pa.RecordBatch]:
     """Arrow batches of (user_id, features, seen, newest_event_at) -> (user_id, newest_event_at, items, message)."""
+    excluded = allowed.excluded if allowed else None
+    categories = allowed.categories if allowed else None
     position = {job: i for i, job in enumerate(job_ids)}
     for batch in batches:
         users = batch.column(t.USER_ID).to_pylist()
@@ -68,7 +74,9 @@ def score_user_batches(
                 np.fromiter((position[j] for j in (s or []) if j in position), dtype=np.int64)
                 for s in seen_lists[start:stop]
             ]
-            for offset, (idx, scores) in enumerate(top_n_unseen(vectors, job_matrix, seen, n)):
+            for offset, (idx, scores) in enumerate(
+                top_n_unseen(vectors, job_matrix, seen, n, excluded, categories, max_per_category)
+            ):
                 user = users[start + offset]
                 items = [
                     {t.JOB_ID: job_ids[j], t.SCORE: round(float(s), 6), t.RANK: r + 1}
@@ -92,17 +100,32 @@ def recommend_top_n(
     n: int,
     model_version: str,
     generated_at: datetime,
+    catalog: list[CatalogRow] | None = None,
+    max_per_category: int = 0,
 ) -> DataFrame:
-    """One row per user with factors: (user_id, newest_event_at, items, message)."""
+    """One row per user with factors: (user_id, newest_event_at, items, message).
+
+    `catalog` (the jobs table's rows) hides closed and expired jobs and gives the categories for the cap.
+    """
     jobs = job_factors.select(t.JOB_ID, t.FEATURES).orderBy(t.JOB_ID).collect()
     job_ids = [r[t.JOB_ID] for r in jobs]
     job_matrix = np.asarray([r[t.FEATURES] for r in jobs], dtype=np.float64)
+    allowed = serving_filter(job_ids, catalog, generated_at) if catalog else None
+    if allowed is not None:
+        log.info(
+            "publish hides %d of the model's %d jobs (closed or expired at %s)",
+            allowed.n_excluded,
+            len(job_ids),
+            generated_at.isoformat(timespec="seconds"),
+        )
     history = interactions.groupBy(t.USER_ID).agg(
         F.collect_list(t.JOB_ID).alias(SEEN), F.max(t.LAST_AT).alias(t.NEWEST_EVENT_AT)
     )
     users = user_factors.select(t.USER_ID, t.FEATURES).join(history, t.USER_ID, "left")
     return users.mapInArrow(
-        lambda batches: score_user_batches(batches, job_ids, job_matrix, n, model_version, generated_at),
+        lambda batches: score_user_batches(
+            batches, job_ids, job_matrix, n, model_version, generated_at, allowed, max_per_category
+        ),
         RECS_DDL,
     )
 

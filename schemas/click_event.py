@@ -122,18 +122,12 @@ def parse_timestamp(text: str) -> datetime | None:
     return dt.astimezone(timezone.utc)
 
 
-def parse_click_event(
-    raw: bytes | None, received_at_ms: int, limits: EventLimits = EventLimits()
-) -> ClickEvent | Rejection:
-    """Check one raw record against click event v1.
-
-    `received_at_ms` is the broker's timestamp of the record (epoch milliseconds): far-future and far-past
-    times are judged against it, not against the wall clock, so a replay judges the same way.
-    """
+def decode_json_object(raw: bytes | None, max_bytes: int) -> dict[str, Any] | Rejection:
+    """The first checks of every record contract: bytes -> one JSON object, or why not."""
     if raw is None:
         return Rejection("empty_record", "the record has no value")
-    if len(raw) > limits.max_record_bytes:
-        return Rejection("too_large", f"{len(raw)} bytes, limit {limits.max_record_bytes}")
+    if len(raw) > max_bytes:
+        return Rejection("too_large", f"{len(raw)} bytes, limit {max_bytes}")
     if len(raw) == 0:
         return Rejection("empty_record", "the record value is empty")
     try:
@@ -152,6 +146,31 @@ def parse_click_event(
         return Rejection("invalid_json", str(e)[:200])
     if not isinstance(doc, dict):
         return Rejection("not_object", f"expected a JSON object, got {_json_type(doc)}")
+    return doc
+
+
+def check_id(value: str, name: str) -> Rejection | None:
+    """An id field: non-empty, at most MAX_ID_LENGTH characters, no control characters."""
+    if value == "":
+        return Rejection("empty_field", name, name)
+    if len(value) > MAX_ID_LENGTH:
+        return Rejection("too_long", f"{name} has {len(value)} characters, limit {MAX_ID_LENGTH}", name)
+    if _CONTROL_CHARS.search(value):
+        return Rejection("control_char", f"{name} contains a control character", name)
+    return None
+
+
+def parse_click_event(
+    raw: bytes | None, received_at_ms: int, limits: EventLimits = EventLimits()
+) -> ClickEvent | Rejection:
+    """Check one raw record against click event v1.
+
+    `received_at_ms` is the broker's timestamp of the record (epoch milliseconds): far-future and far-past
+    times are judged against it, not against the wall clock, so a replay judges the same way.
+    """
+    doc = decode_json_object(raw, limits.max_record_bytes)
+    if isinstance(doc, Rejection):
+        return doc
 
     unknown = sorted(set(doc) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
@@ -168,13 +187,8 @@ def parse_click_event(
         if not isinstance(doc[name], str):
             return Rejection("wrong_type", f"{name} must be a string, got {_json_type(doc[name])}", name)
     for name in ID_FIELDS:
-        value = doc[name]
-        if value == "":
-            return Rejection("empty_field", name, name)
-        if len(value) > MAX_ID_LENGTH:
-            return Rejection("too_long", f"{name} has {len(value)} characters, limit {MAX_ID_LENGTH}", name)
-        if _CONTROL_CHARS.search(value):
-            return Rejection("control_char", f"{name} contains a control character", name)
+        if (bad := check_id(doc[name], name)) is not None:
+            return bad
     if doc["event_type"] not in EVENT_TYPES:
         return Rejection(
             "unknown_event_type", f"{doc['event_type'][:32]!r}, expected one of {', '.join(EVENT_TYPES)}", "event_type"

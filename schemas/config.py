@@ -41,6 +41,7 @@ class KafkaConfig:
     bootstrap_servers: str
     clicks_topic: str
     recommendations_topic: str
+    jobs_topic: str
     clicks_partitions: int
     replication_factor: int
     security: KafkaSecurityConfig
@@ -106,6 +107,14 @@ class RetrainConfig:
 @dataclass(frozen=True)
 class PublishConfig:
     top_n: int
+    max_per_category: int
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    categories: list[str]
+    aliases: dict[str, str]
+    default_ttl_days: float
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,7 @@ class Config:
     gate: GateConfig
     fold_in: FoldInConfig
     api: ApiConfig
+    catalog: CatalogConfig
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -193,6 +203,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a mapping, got {_type_name(value)}")
         return _build(tp, value, path)
     origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_type_name(value)}")
+        return [_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         _, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
@@ -260,6 +275,15 @@ def _check_values(cfg: Config) -> None:
     need(1 <= cfg.publish.top_n <= 1000, "publish.top_n", "must be between 1 and 1000")
     need(0 < cfg.gate.validation_share < 1, "gate.validation_share", "must be between 0 and 1")
     need(cfg.gate.k >= 1, "gate.k", "must be >= 1")
+    need(cfg.publish.max_per_category >= 0, "publish.max_per_category", "must be >= 0 (0: no cap)")
+    need(cfg.catalog.default_ttl_days >= 0, "catalog.default_ttl_days", "must be >= 0 (0: jobs do not expire)")
+    canonical = {c.casefold() for c in cfg.catalog.categories}
+    for alias, target in cfg.catalog.aliases.items():
+        need(
+            target.casefold() in canonical,
+            f"catalog.aliases.{alias}",
+            f"maps to {target!r}, which is not in catalog.categories",
+        )
     need(cfg.fold_in.model_check_seconds > 0, "fold_in.model_check_seconds", "must be > 0")
 
 

@@ -14,6 +14,7 @@ USER_FACTORS = "user_factors"
 JOB_FACTORS = "job_factors"
 MODELS = "models"
 RECOMMENDATIONS = "recommendations"
+JOBS = "jobs"
 
 # columns
 EVENT_ID = "event_id"
@@ -49,6 +50,13 @@ SOURCE = "source"
 ITEMS = "items"
 SCORE = "score"
 RANK = "rank"
+CATEGORY = "category"
+RAW_CATEGORY = "raw_category"
+POSTED_AT = "posted_at"
+CLOSED_AT = "closed_at"
+EXPIRES_AT = "expires_at"
+UPDATED_AT = "updated_at"
+ACTION = "action"
 
 
 def count_column(event_type: str) -> str:
@@ -92,6 +100,14 @@ RECOMMENDATIONS_DDL = (
     f"{ITEMS} ARRAY<STRUCT<{JOB_ID}: STRING, {SCORE}: DOUBLE, {RANK}: INT>> NOT NULL"
 )
 
+# the job catalog: one row per job, the state after the newest event (status open or closed); jobs.csv rows
+# are open jobs with no times. updated_at is the occurred_at of the event that set the state.
+JOBS_DDL = (
+    f"{JOB_ID} STRING NOT NULL, {CATEGORY} STRING, {RAW_CATEGORY} STRING, {STATUS} STRING NOT NULL, "
+    f"{POSTED_AT} TIMESTAMP, {CLOSED_AT} TIMESTAMP, {EXPIRES_AT} TIMESTAMP, {UPDATED_AT} TIMESTAMP, "
+    f"{EVENT_ID} STRING"
+)
+
 TABLE_DDL: dict[str, str] = {
     EVENTS: EVENTS_DDL,
     DEAD_LETTERS: DEAD_LETTERS_DDL,
@@ -100,6 +116,7 @@ TABLE_DDL: dict[str, str] = {
     JOB_FACTORS: JOB_FACTORS_DDL,
     MODELS: MODELS_DDL,
     RECOMMENDATIONS: RECOMMENDATIONS_DDL,
+    JOBS: JOBS_DDL,
 }
 
 # factor tables keep every model version; reading one version should touch only its files
@@ -111,6 +128,10 @@ PARTITION_COLUMNS: dict[str, tuple[str, ...]] = {
 # model status values in the models table
 STATUS_PUBLISHED = "published"
 STATUS_REJECTED = "rejected"
+
+# job status values in the jobs table
+JOB_OPEN = "open"
+JOB_CLOSED = "closed"
 
 # recommendation sources
 SOURCE_BATCH = "batch"

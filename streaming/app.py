@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
 
+from batch.jobs_table import read_catalog_rows
 from batch.publish import publish_recommendations, recommend_top_n
 from batch.retrain import gated_retrain
 from batch.train import AlsParams, TrainedModel, read_factors
@@ -31,6 +32,10 @@ def ingest_settings(cfg: Config, bootstrap: str) -> IngestSettings:
         dedup_window=cfg.ingest.dedup_window,
         limits=EventLimits(cfg.ingest.max_record_bytes, cfg.ingest.max_future_seconds, cfg.ingest.max_past_days),
         weights=cfg.ingest.weights,
+        jobs_topic=cfg.kafka.jobs_topic,
+        categories=tuple(cfg.catalog.categories),
+        aliases=tuple(cfg.catalog.aliases.items()),
+        default_ttl_days=cfg.catalog.default_ttl_days,
     )
 
 
@@ -66,7 +71,15 @@ def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_versio
     user_factors, job_factors = read_factors(spark, cfg.storage.tables_root, model_version)
     interactions = spark.read.format("delta").load(ensure_delta_table(spark, cfg.storage.tables_root, t.INTERACTIONS))
     recs = recommend_top_n(
-        spark, user_factors, job_factors, interactions, cfg.publish.top_n, model_version, generated_at
+        spark,
+        user_factors,
+        job_factors,
+        interactions,
+        cfg.publish.top_n,
+        model_version,
+        generated_at,
+        read_catalog_rows(spark, cfg.storage.tables_root),
+        cfg.publish.max_per_category,
     )
     return publish_recommendations(
         spark,
@@ -83,6 +96,7 @@ def run_speed(spark: SparkSession, cfg: Config, bootstrap: str, should_stop, sta
     """The speed layer's composition: consumer at the end of the clicks topic, histories, model holder."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+    from batch.catalog import CatalogState, CategoryNormaliser
     from streaming.connections import python_client_args
     from streaming.speed import Histories, ModelHolder, run_speed_layer
     from streaming.speed_sources import load_histories, load_serving_model
@@ -90,22 +104,30 @@ def run_speed(spark: SparkSession, cfg: Config, bootstrap: str, should_stop, sta
     client = python_client_args(cfg.kafka, bootstrap)
     consumer = KafkaConsumer(**client, enable_auto_commit=False, fetch_max_wait_ms=20)
     partitions = [
-        TopicPartition(cfg.kafka.clicks_topic, p) for p in consumer.partitions_for_topic(cfg.kafka.clicks_topic)
+        TopicPartition(topic, p)
+        for topic in (cfg.kafka.clicks_topic, cfg.kafka.jobs_topic)
+        for p in consumer.partitions_for_topic(topic)
     ]
     consumer.assign(partitions)
-    # take the topic's end before the snapshot: clicks after it are folded in from the topic
+    # take the topics' ends before the snapshots: clicks and job events after them are applied from the topics
     consumer.seek_to_end(*partitions)
     for tp in partitions:
         consumer.position(tp)
-    histories = Histories(cfg.ingest.weights)
+    catalog = CatalogState(
+        CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases), cfg.catalog.default_ttl_days
+    )
+    catalog.load(read_catalog_rows(spark, cfg.storage.tables_root))
+    histories = Histories(cfg.ingest.weights, catalog)
     n_rows = load_histories(spark, cfg.storage.tables_root, histories)
     models = ModelHolder(
         lambda current: load_serving_model(spark, cfg.storage.tables_root, current), cfg.fold_in.model_check_seconds
     ).start()
     log.info(
-        "speed layer ready: %d users (%d interactions), model %s",
+        "speed layer ready: %d users (%d interactions), %d catalog jobs (%d not recommendable), model %s",
         len(histories.users),
         n_rows,
+        len(catalog.jobs),
+        len(catalog.unavailable(datetime.now(timezone.utc))),
         models.model.model_version if models.model else "none yet",
     )
     producer = KafkaProducer(**client, acks="all", linger_ms=0)
@@ -123,6 +145,9 @@ def run_speed(spark: SparkSession, cfg: Config, bootstrap: str, should_stop, sta
             should_stop,
             stats,
             heartbeat or (lambda: None),
+            catalog,
+            cfg.kafka.jobs_topic,
+            cfg.publish.max_per_category,
         )
     finally:
         models.stop()

@@ -42,7 +42,7 @@ def cmd_kafka(cfg: Config, args: argparse.Namespace) -> int:
         ensure_topics(cfg.kafka, state.bootstrap)
         print(
             f"Kafka broker running at {state.bootstrap} (pid {state.pid}); topics "
-            f"{cfg.kafka.clicks_topic}, {cfg.kafka.recommendations_topic}"
+            f"{cfg.kafka.clicks_topic}, {cfg.kafka.recommendations_topic}, {cfg.kafka.jobs_topic}"
         )
     elif args.action == "stop":
         print("Kafka broker stopped" if stop_broker(cfg.embedded_kafka) else "no Kafka broker was running")
@@ -57,6 +57,7 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
     from streaming.app import ingest_settings
     from streaming.connections import ensure_topics, resolve_bootstrap
     from streaming.ingest import run_ingest, start_ingest
+    from streaming.job_events import start_job_events
 
     bootstrap = resolve_bootstrap(cfg)
     ensure_topics(cfg.kafka, bootstrap)
@@ -65,15 +66,24 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log.info(
-        "ingesting %s from %s into %s (%s)",
+        "ingesting %s and %s from %s into %s (%s)",
         cfg.kafka.clicks_topic,
+        cfg.kafka.jobs_topic,
         bootstrap,
         cfg.storage.tables_root,
         "until caught up" if args.once else "until stopped",
     )
+
+    def start_queries():
+        trigger = cfg.ingest.trigger_seconds
+        return [
+            start_ingest(spark, settings, once=args.once, trigger_seconds=trigger),
+            start_job_events(spark, settings, once=args.once, trigger_seconds=trigger),
+        ]
+
     try:
         run_ingest(
-            lambda: start_ingest(spark, settings, once=args.once, trigger_seconds=cfg.ingest.trigger_seconds),
+            start_queries,
             backoff_seconds=cfg.ingest.restart_backoff_seconds,
             should_stop=stop.is_set,
             heartbeat=Heartbeat.from_env().beat,
@@ -142,6 +152,81 @@ def cmd_load(cfg: Config, args: argparse.Namespace) -> int:
         else f"loaded {report.pairs_loaded} (user, job) pairs from {report.rows_read} rows "
         f"({report.rows_zero} zero-count rows and {report.rows_bad} bad rows skipped)"
     )
+    return 0
+
+
+def cmd_jobs(cfg: Config, args: argparse.Namespace) -> int:
+    """The job catalog: load a jobs.csv, post or close a job (an event on the jobs topic), or print the table."""
+    if args.action in ("post", "close"):
+        return _send_job_event(cfg, args)
+    spark = _spark(cfg, "jobs")
+    try:
+        if args.action == "load":
+            from batch.catalog import CategoryNormaliser
+            from batch.jobs_table import load_jobs_csv
+
+            report = load_jobs_csv(
+                spark,
+                args.csv,
+                cfg.storage.tables_root,
+                CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases),
+                args.job_col,
+                args.category_col,
+            )
+            print(
+                f"{report.rows_read} rows read ({report.rows_bad} without a job id): {report.jobs_inserted} jobs "
+                f"inserted, {report.categories_updated} categories updated; {report.normalisation}"
+            )
+        else:
+            from pyspark.sql import functions as F
+
+            from schemas import tables as t
+            from streaming.delta_tables import ensure_delta_table
+
+            jobs = spark.read.format("delta").load(ensure_delta_table(spark, cfg.storage.tables_root, t.JOBS))
+            expired = F.col(t.EXPIRES_AT).isNotNull() & (F.col(t.EXPIRES_AT) <= F.current_timestamp())
+            state = F.when(F.col(t.STATUS) == t.JOB_OPEN, F.when(expired, "expired").otherwise("open")).otherwise(
+                F.col(t.STATUS)
+            )
+            table = (
+                jobs.withColumn("state", state)
+                .groupBy(F.coalesce(t.CATEGORY, F.lit("(none)")).alias(t.CATEGORY))
+                .pivot("state", ["open", "expired", "closed"])
+                .count()
+                .na.fill(0)
+                .orderBy(t.CATEGORY)
+            )
+            print(f"{'category':<24}{'open':>8}{'expired':>9}{'closed':>8}")
+            for r in table.collect():
+                print(f"{r[t.CATEGORY]:<24}{r['open']:>8}{r['expired']:>9}{r['closed']:>8}")
+    finally:
+        spark.stop()
+    return 0
+
+
+def _send_job_event(cfg: Config, args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from kafka import KafkaProducer
+
+    from streaming.connections import ensure_topics, python_client_args, resolve_bootstrap
+    from streaming.producer import make_job_event, send_job_events
+
+    bootstrap = resolve_bootstrap(cfg)
+    ensure_topics(cfg.kafka, bootstrap)
+    if args.action == "post":
+        expires = datetime.fromisoformat(args.expires_at) if args.expires_at else None
+        if expires is not None and expires.tzinfo is None:
+            raise ValueError(f"--expires-at {args.expires_at}: give a time zone offset, e.g. 2027-01-31T00:00:00Z")
+        events = [make_job_event(job, "posted", args.category, expires) for job in args.job_id]
+    else:
+        events = [make_job_event(job, "closed") for job in args.job_id]
+    producer = KafkaProducer(**python_client_args(cfg.kafka, bootstrap), acks="all")
+    try:
+        n = send_job_events(producer, cfg.kafka.jobs_topic, events)
+    finally:
+        producer.close()
+    print(f"{n} {args.action} event(s) acknowledged on {cfg.kafka.jobs_topic}; `jobrec ingest` applies them")
     return 0
 
 
@@ -339,6 +424,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layout_options(ld)
     ld.add_argument("--event-type", default="click", help="which event type the counts are (default click)")
     ld.set_defaults(func=cmd_load)
+
+    j = sub.add_parser("jobs", help="the job catalog: load a jobs CSV, post or close jobs, show the table")
+    jsub = j.add_subparsers(dest="action", required=True, metavar="ACTION")
+    jl = jsub.add_parser("load", help="insert a jobs.csv-style file into the jobs table (categories normalised)")
+    jl.add_argument("csv", help="CSV with a header row: a job id and a category column")
+    jl.add_argument("--job-col", default="jobID", help="job id column (default jobID)")
+    jl.add_argument("--category-col", default="job_category", help="category column (default job_category)")
+    jp = jsub.add_parser("post", help="send a posted event for jobs (open, or open again)")
+    jp.add_argument("job_id", nargs="+")
+    jp.add_argument("--category", help="the jobs' category (normalised on ingest)")
+    jp.add_argument("--expires-at", help="RFC 3339 time after which the jobs are not recommended")
+    jc = jsub.add_parser("close", help="send a closed event for jobs: no list published afterwards contains them")
+    jc.add_argument("job_id", nargs="+")
+    jsub.add_parser("show", help="count the jobs in the table by category: open, expired, closed")
+    j.set_defaults(func=cmd_jobs)
 
     r = sub.add_parser("retrain", help="train ALS on the interactions, record the model, publish top-N lists")
     r.add_argument("--no-publish", action="store_true", help="train and record only")

@@ -108,7 +108,7 @@ def spark_kafka_options(kafka: KafkaConfig, bootstrap: str) -> dict[str, str]:
 
 
 def ensure_topics(kafka: KafkaConfig, bootstrap: str) -> None:
-    """Create the clicks and recommendations topics if they are missing."""
+    """Create the clicks, recommendations and job-events topics if they are missing."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -130,6 +130,8 @@ def ensure_topics(kafka: KafkaConfig, bootstrap: str) -> None:
                 kafka.replication_factor,
                 topic_configs={"cleanup.policy": "compact", "segment.ms": "600000"},
             ),
+            # a few events per job over its life: one partition keeps them in order and is plenty
+            NewTopic(kafka.jobs_topic, 1, kafka.replication_factor),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:

@@ -47,11 +47,20 @@ class IngestSettings:
     dedup_window: str
     limits: EventLimits
     weights: dict[str, float]
+    # the job-events query beside it (streaming.job_events)
+    jobs_topic: str = ""
+    categories: tuple[str, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()
+    default_ttl_days: float = 0.0
 
     @property
     def app_id(self) -> str:
         # the checkpoint identifies the query: a new checkpoint restarts batch ids at 0 and needs a new app id
         return f"jobrec-ingest:{self.checkpoint}"
+
+    @property
+    def jobs_checkpoint(self) -> str:
+        return f"{self.checkpoint.rstrip('/')}-jobs"
 
 
 def parse_kafka_records(records: DataFrame, limits: EventLimits) -> DataFrame:
@@ -178,7 +187,7 @@ def start_ingest(
 
 
 def run_ingest(
-    start: Callable[[], StreamingQuery],
+    start: Callable[[], StreamingQuery | list[StreamingQuery]],
     *,
     backoff_seconds: float,
     should_stop: Callable[[], bool] = lambda: False,
@@ -191,18 +200,33 @@ def run_ingest(
     from pyspark.errors import StreamingQueryException
 
     while not should_stop():
-        query = start()
+        started = start()
+        queries = started if isinstance(started, list) else [started]
         try:
-            while query.isActive and not should_stop():
+            while all(q.isActive for q in queries) and not should_stop():
                 heartbeat()
-                query.awaitTermination(timeout=1.0)
-            if query.isActive:
-                query.stop()
-            ex = query.exception()
-            if ex is not None:
-                raise ex
+                queries[0].awaitTermination(timeout=1.0)
+            # an --once run ends query by query; wait for the others to read what they had
+            while (
+                any(q.isActive for q in queries)
+                and not should_stop()
+                and all(q.exception() is None for q in queries if not q.isActive)
+            ):
+                heartbeat()
+                time.sleep(0.5)
+            for q in queries:
+                if q.isActive:
+                    q.stop()
+            for q in queries:
+                ex = q.exception()
+                if ex is not None:
+                    raise ex
             return
         except StreamingQueryException as e:
+            # one failed query restarts all: each resumes from its own checkpoint
+            for q in queries:
+                if q.isActive:
+                    q.stop()
             # an --once (availableNow) run that failed is retried too, until it has read what was there
             log.error("ingest query failed: %s; restarting in %.0f s", str(e).splitlines()[0][:300], backoff_seconds)
             time.sleep(backoff_seconds)

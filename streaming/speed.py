@@ -4,8 +4,13 @@ It follows the clicks topic with a plain Kafka consumer (no micro-batch schedule
 user's history in memory (loaded from the Delta interactions table, then updated click by click), and for each
 user whose clicks arrive re-solves the user's vector against the serving model's fixed job factors
 (`fold_in.fold_in_user`) and publishes a new top-N list (source fold-in). A user with no job the model knows
-gets a popularity list (source fallback) until the next retrain. When a retrain publishes a new model version,
-the next check (every fold_in.model_check_seconds) switches to it without a restart.
+gets a popularity list (source fallback): the popular jobs of the categories the user clicked first, then the
+popular jobs overall, until the next retrain. When a retrain publishes a new model version, the next check
+(every fold_in.model_check_seconds) switches to it without a restart.
+
+It follows the job-events topic too, into an in-memory copy of the catalog (`batch.catalog.CatalogState`,
+loaded from the Delta jobs table at start): a closed or expired job leaves every list computed after the event
+arrives; job events of a poll apply before its clicks. `publish.max_per_category` caps a category in a list.
 
 The ingest remains the record of truth (exactly once, in Delta); this layer trades that for latency: its
 in-memory histories may differ from the table by the clicks in flight when it started, which the next retrain's
@@ -24,10 +29,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from batch.catalog import CatalogState, ServingFilter, serving_filter
 from batch.confidence import rating_values
-from batch.top_n import top_n_unseen
+from batch.top_n import NO_CATEGORY, capped_top, top_n_unseen
 from schemas import tables as t
 from schemas.click_event import ClickEvent, EventLimits, parse_click_event
+from schemas.job_event import JobEvent, parse_job_event
 from schemas.recommendation import recommendation_message
 from streaming.fold_in import fold_in_user, gramian
 
@@ -60,6 +67,7 @@ class ServingModel:
 @dataclass
 class UserHistory:
     strengths: dict[str, float] = field(default_factory=dict)
+    categories: set[str] = field(default_factory=set)  # of the clicked jobs the catalog knows; for the fallback
     last_at: dict[str, datetime] = field(default_factory=dict)  # per job, for the decay
     newest_event_at: datetime | None = None
 
@@ -67,9 +75,16 @@ class UserHistory:
 class Histories:
     """user -> {job: strength} and the newest click time, kept current click by click."""
 
-    def __init__(self, weights: dict[str, float]):
+    def __init__(self, weights: dict[str, float], catalog: CatalogState | None = None):
         self.weights = weights
+        self.catalog = catalog
         self.users: dict[str, UserHistory] = {}
+
+    def categories_of(self, history: UserHistory) -> set[str]:
+        """The categories of the user's jobs, as the catalog says now (a job may have been posted since)."""
+        if self.catalog is None:
+            return set()
+        return {c for c in (self.catalog.category(j) for j in history.strengths) if c}
 
     def load(self, rows: Iterable[tuple[str, str, float, datetime | None]]) -> None:
         for user, job, strength, last_at in rows:
@@ -97,10 +112,41 @@ def _items(model: ServingModel, best: np.ndarray, scores: np.ndarray) -> list[di
     ]
 
 
+def fallback_order(
+    model: ServingModel, history: UserHistory, allowed: ServingFilter | None, n: int, max_per_category: int
+) -> np.ndarray:
+    """Job indices for a user the model cannot score: popular jobs of the user's categories, then popular jobs.
+
+    The user's categories are those of the jobs in their history that the catalog knows (new jobs too, which
+    the model has not seen yet). Seen, closed and expired jobs are left out; the category cap applies.
+    """
+    popular = np.asarray(model.popular, dtype=np.int64)
+    if popular.size == 0:
+        return popular
+    # a descending score that keeps the popularity order: in-category jobs get +len(popular)
+    row = np.full(len(model.job_ids), -np.inf)
+    row[popular] = np.arange(len(popular), 0, -1, dtype=np.float64)
+    categories = allowed.categories if allowed is not None else None
+    if allowed is not None:
+        row[allowed.excluded] = -np.inf
+        wanted = {allowed.category_code(c) for c in history.categories} - {NO_CATEGORY}
+        if wanted:
+            in_wanted = np.isin(allowed.categories, list(wanted))
+            row[in_wanted & np.isfinite(row)] += len(popular)
+    seen = [model.position[j] for j in history.strengths if j in model.position]
+    row[np.asarray(seen, dtype=np.int64)] = -np.inf
+    return capped_top(row, n, categories, max_per_category)
+
+
 def recommend_for_users(
-    model: ServingModel, histories: list[UserHistory], n: int
+    model: ServingModel,
+    histories: list[UserHistory],
+    n: int,
+    allowed: ServingFilter | None = None,
+    max_per_category: int = 0,
 ) -> list[tuple[str, list[dict[str, object]]]]:
-    """(source, items) per user: fold-in over the jobs the model knows, else popularity; seen jobs excluded.
+    """(source, items) per user: fold-in over the jobs the model knows, else popularity; seen jobs excluded,
+    and the jobs `allowed` hides (closed, expired); at most `max_per_category` jobs of one category.
 
     The users' vectors are solved one by one (each is a rank x rank system) and scored together, in one
     matrix product against the job factors.
@@ -115,11 +161,10 @@ def recommend_for_users(
                 idx_list.append(i)
                 strength_list.append(strength)
         if not idx_list:
-            seen_jobs = history.strengths
-            best = [i for i in model.popular if model.job_ids[i] not in seen_jobs][:n]
+            best = fallback_order(model, history, allowed, n, max_per_category)
             out[k] = (
                 t.SOURCE_FALLBACK,
-                [{t.JOB_ID: model.job_ids[i], t.SCORE: 0.0, t.RANK: r + 1} for r, i in enumerate(best)],
+                [{t.JOB_ID: model.job_ids[i], t.SCORE: 0.0, t.RANK: r + 1} for r, i in enumerate(best.tolist())],
             )
             continue
         idx = np.array(idx_list, dtype=np.int64)
@@ -138,7 +183,15 @@ def recommend_for_users(
         seen.append(idx)
         slots.append(k)
     if vectors:
-        ranked = top_n_unseen(np.vstack(vectors), model.job_matrix, seen, n)
+        ranked = top_n_unseen(
+            np.vstack(vectors),
+            model.job_matrix,
+            seen,
+            n,
+            allowed.excluded if allowed is not None else None,
+            allowed.categories if allowed is not None else None,
+            max_per_category,
+        )
         for k, (best, scores) in zip(slots, ranked, strict=True):
             out[k] = (t.SOURCE_FOLD_IN, _items(model, best, scores))
     return [o for o in out if o is not None]
@@ -147,6 +200,23 @@ def recommend_for_users(
 def recommend_for_user(model: ServingModel, history: UserHistory, n: int) -> tuple[str, list[dict[str, object]]]:
     """(source, items) for one user; see `recommend_for_users`."""
     return recommend_for_users(model, [history], n)[0]
+
+
+class FilterCache:
+    """The serving filter of (model version, catalog version), recomputed when either changes or a job expires."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, int] | None = None
+        self._value: ServingFilter | None = None
+        self._valid_until: datetime | None = None
+
+    def get(self, model: ServingModel, catalog: CatalogState, now: datetime) -> ServingFilter:
+        key = (model.model_version, catalog.version)
+        if self._value is None or key != self._key or (self._valid_until is not None and now >= self._valid_until):
+            self._value = serving_filter(model.job_ids, catalog.rows(), now)
+            self._valid_until = catalog.next_expiry_after(now)
+            self._key = key
+        return self._value
 
 
 class RecentIds:
@@ -173,9 +243,26 @@ class SpeedStats:
     repeats: int = 0
     lists: int = 0
     fallback_lists: int = 0
+    job_events: int = 0
+    job_events_rejected: int = 0
     polls_with_records: int = 0
     compute_seconds: float = 0.0  # parse, fold-in and top-N
     publish_seconds: float = 0.0  # send and wait for the brokers' acknowledgement
+
+
+def apply_job_records(
+    records: Iterable[tuple[bytes | None, int]], catalog: CatalogState, limits: EventLimits, stats: SpeedStats
+) -> int:
+    """Job-event records into the catalog copy; returns how many changed it (bad ones: the ingest dead-letters)."""
+    changed = 0
+    for value, received_ms in records:
+        verdict = parse_job_event(value, received_ms, limits)
+        if not isinstance(verdict, JobEvent):
+            stats.job_events_rejected += 1
+            continue
+        stats.job_events += 1
+        changed += catalog.apply(verdict)
+    return changed
 
 
 def process_records(
@@ -186,6 +273,9 @@ def process_records(
     n: int,
     limits: EventLimits,
     stats: SpeedStats,
+    catalog: CatalogState | None = None,
+    filters: FilterCache | None = None,
+    max_per_category: int = 0,
 ) -> list[tuple[str, str]]:
     """(value, broker timestamp ms) records -> (user_id, message JSON) for every user whose clicks arrived."""
     touched: list[str] = []
@@ -204,7 +294,12 @@ def process_records(
     generated_at = datetime.now(timezone.utc)
     users = list(dict.fromkeys(touched))
     user_histories = [histories.users[u] for u in users]
-    ranked = recommend_for_users(model, user_histories, n)
+    allowed = None
+    if catalog is not None:
+        allowed = (filters or FilterCache()).get(model, catalog, generated_at)
+        for h in user_histories:
+            h.categories = histories.categories_of(h)
+    ranked = recommend_for_users(model, user_histories, n, allowed, max_per_category)
     out = []
     for user, history, (source, items) in zip(users, user_histories, ranked, strict=True):
         stats.lists += 1
@@ -256,15 +351,26 @@ def run_speed_layer(
     should_stop: Callable[[], bool],
     stats: SpeedStats | None = None,
     heartbeat: Callable[[], None] = lambda: None,
+    catalog: CatalogState | None = None,
+    jobs_topic: str | None = None,
+    max_per_category: int = 0,
 ) -> SpeedStats:
-    """Poll clicks, fold in against the holder's current model, publish one list per touched user."""
+    """Poll clicks (and job events), fold in against the holder's current model, publish one list per touched
+    user. Job events of a poll are applied before its clicks are scored."""
     stats = stats or SpeedStats()
     recent = RecentIds()
+    filters = FilterCache()
     last_log = time.monotonic()
     while not should_stop():
         heartbeat()
         polled = consumer.poll(timeout_ms=50, max_records=5000)
-        records = [(rec.value, rec.timestamp) for batch in polled.values() for rec in batch]
+        records = [
+            (rec.value, rec.timestamp) for tp, batch in polled.items() if tp.topic != jobs_topic for rec in batch
+        ]
+        if catalog is not None and jobs_topic is not None:
+            job_records = [(r.value, r.timestamp) for tp, b in polled.items() if tp.topic == jobs_topic for r in b]
+            if job_records and apply_job_records(job_records, catalog, limits, stats):
+                log.info("catalog: %d job events applied (%d in all)", len(job_records), stats.job_events)
         model = models.model
         if not records:
             continue
@@ -276,7 +382,9 @@ def run_speed_layer(
                     histories.add(verdict)
             continue
         started = time.perf_counter()
-        messages = process_records(records, histories, recent, model, n, limits, stats)
+        messages = process_records(
+            records, histories, recent, model, n, limits, stats, catalog, filters, max_per_category
+        )
         computed = time.perf_counter()
         for user, message in messages:
             producer.send(recommendations_topic, key=user.encode(), value=message.encode())

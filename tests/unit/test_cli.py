@@ -21,12 +21,17 @@ COMMANDS = [
     "show",
     "demo",
     "bench",
+    "jobs",
+    "jobs load",
+    "jobs post",
+    "jobs close",
+    "jobs show",
 ]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help(command: str) -> None:
-    args = [sys.executable, "-m", "streaming.cli", *([command] if command else []), "--help"]
+    args = [sys.executable, "-m", "streaming.cli", *command.split(), "--help"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "usage: jobrec" in done.stdout

@@ -37,3 +37,55 @@ def test_user_who_saw_almost_everything_gets_what_is_left() -> None:
 def test_ties_break_by_lower_index() -> None:
     [(idx, _)] = top_n_unseen(np.ones((1, 1)), np.ones((6, 1)), [np.array([], dtype=np.int64)], 3)
     assert idx.tolist() == [0, 1, 2]
+
+
+def _brute_force(user, items, seen, excluded, categories, cap, n):
+    """Walk every item by score (then index) and take it unless hidden or its category is full."""
+    ranking = sorted(range(len(items)), key=lambda i: (-float(user @ items[i]), i))
+    taken, per = [], {}
+    for i in ranking:
+        if i in seen or excluded[i]:
+            continue
+        c = int(categories[i])
+        if cap and c >= 0 and per.get(c, 0) >= cap:
+            continue
+        per[c] = per.get(c, 0) + 1
+        taken.append(i)
+        if len(taken) == n:
+            break
+    return taken
+
+
+def test_excluded_items_and_category_cap_match_brute_force() -> None:
+    rng = np.random.default_rng(7)
+    users, items = rng.normal(size=(30, 6)), rng.normal(size=(400, 6))
+    seen = [rng.choice(400, size=rng.integers(0, 40), replace=False) for _ in range(30)]
+    excluded = rng.random(400) < 0.2
+    categories = rng.integers(-1, 5, size=400)  # -1: a job without a category is never capped
+    for cap in (0, 1, 2, 3):
+        result = top_n_unseen(users, items, seen, 10, excluded, categories, cap)
+        for u in range(30):
+            expected = _brute_force(users[u], items, set(seen[u].tolist()), excluded, categories, cap, 10)
+            assert result[u][0].tolist() == expected, (cap, u)
+            if cap:
+                counts = np.bincount(categories[result[u][0]] + 1)
+                assert counts[1:].max(initial=0) <= cap
+
+
+def test_cap_widens_past_a_crowded_top() -> None:
+    # the 60 best items are all category 0: with a cap of 2 the list needs items from far down the ranking
+    scores = np.linspace(1, 0, 100)
+    items = scores[:, None]
+    categories = np.array([0] * 60 + [1] * 20 + [2] * 20)
+    [(idx, _)] = top_n_unseen(np.ones((1, 1)), items, [np.array([], dtype=np.int64)], 6, None, categories, 2)
+    assert idx.tolist() == [0, 1, 60, 61, 80, 81]
+    # only 3 categories x 2: a list of 10 cannot be filled and stops at 6
+    [(idx, _)] = top_n_unseen(np.ones((1, 1)), items, [np.array([], dtype=np.int64)], 10, None, categories, 2)
+    assert len(idx) == 6
+
+
+def test_excluded_items_are_never_listed() -> None:
+    items = np.eye(5)
+    excluded = np.array([True, False, True, False, False])
+    [(idx, _)] = top_n_unseen(np.ones((1, 5)) + np.arange(5), items, [np.array([], dtype=np.int64)], 5, excluded)
+    assert idx.tolist() == [4, 3, 1]

@@ -1,0 +1,187 @@
+"""The Delta `jobs` table: load a jobs.csv-style file, apply job events, read which jobs may be recommended.
+
+One row per job (schemas/tables.py JOBS_DDL). Both writers are idempotent by construction: the CSV load only
+inserts new jobs and fixes categories (so loading a file twice changes nothing, and it never reopens a closed
+job), and events are applied by the newest-wins rule of `batch.catalog.wins`, so a replayed or repeated event
+changes nothing either.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from batch.catalog import CatalogRow, CategoryNormaliser
+from schemas import tables as t
+from schemas.job_event import CLOSED
+from streaming.delta_tables import ensure_delta_table, idempotent_writes
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# columns of a batch of job events to merge (one row per event, category already normalised)
+JOB_UPDATES_DDL = (
+    f"{t.EVENT_ID} STRING, {t.JOB_ID} STRING, {t.ACTION} STRING, {t.OCCURRED_AT} TIMESTAMP, "
+    f"{t.CATEGORY} STRING, {t.RAW_CATEGORY} STRING, {t.EXPIRES_AT} TIMESTAMP"
+)
+
+
+@dataclass(frozen=True)
+class JobsLoadReport:
+    rows_read: int
+    rows_bad: int
+    jobs_inserted: int
+    categories_updated: int
+    categories_fixed: int
+    normalisation: str  # what was fixed, e.g. "789 'Retial' -> 'Retail'"
+
+
+def read_jobs_csv(
+    path: str, normaliser: CategoryNormaliser, job_col: str = "jobID", category_col: str = "job_category"
+) -> tuple[list[tuple[str, str | None, str | None]], int, int]:
+    """(job_id, category, raw_category) rows, rows read, rows without a job id. The last row of a job wins."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    rows: dict[str, tuple[str, str | None, str | None]] = {}
+    n_read = n_bad = 0
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        for column in (job_col, category_col):
+            if column not in (reader.fieldnames or []):
+                raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])})")
+        for record in reader:
+            n_read += 1
+            job = (record.get(job_col) or "").strip()
+            if not job:
+                n_bad += 1
+                continue
+            raw = record.get(category_col)
+            rows[job] = (job, normaliser.normalise(raw), raw.strip() if raw else None)
+    return list(rows.values()), n_read, n_bad
+
+
+def load_jobs_csv(
+    spark: SparkSession,
+    path: str,
+    tables_root: str,
+    normaliser: CategoryNormaliser,
+    job_col: str = "jobID",
+    category_col: str = "job_category",
+) -> JobsLoadReport:
+    """Insert the file's jobs as open jobs; for jobs already there, only a different category is written."""
+    from delta.tables import DeltaTable
+
+    rows, n_read, n_bad = read_jobs_csv(path, normaliser, job_col, category_col)
+    target = ensure_delta_table(spark, tables_root, t.JOBS)
+    updates = spark.createDataFrame(rows, f"{t.JOB_ID} STRING, {t.CATEGORY} STRING, {t.RAW_CATEGORY} STRING")
+    (
+        DeltaTable.forPath(spark, target)
+        .alias("t")
+        .merge(updates.alias("u"), f"t.{t.JOB_ID} = u.{t.JOB_ID}")
+        .whenMatchedUpdate(
+            condition=f"NOT (t.{t.CATEGORY} <=> u.{t.CATEGORY})",
+            set={t.CATEGORY: f"u.{t.CATEGORY}", t.RAW_CATEGORY: f"u.{t.RAW_CATEGORY}"},
+        )
+        .whenNotMatchedInsert(
+            values={
+                t.JOB_ID: f"u.{t.JOB_ID}",
+                t.CATEGORY: f"u.{t.CATEGORY}",
+                t.RAW_CATEGORY: f"u.{t.RAW_CATEGORY}",
+                t.STATUS: F.lit(t.JOB_OPEN),
+            }
+        )
+        .execute()
+    )
+    metrics = DeltaTable.forPath(spark, target).history(1).collect()[0]["operationMetrics"] or {}
+    report = JobsLoadReport(
+        n_read,
+        n_bad,
+        int(metrics.get("numTargetRowsInserted", 0)),
+        int(metrics.get("numTargetRowsUpdated", 0)),
+        normaliser.n_fixed,
+        normaliser.summary(),
+    )
+    log.info(
+        "loaded %s into jobs: %d rows read, %d without a job id, %d jobs inserted, %d categories updated; %s",
+        path,
+        report.rows_read,
+        report.rows_bad,
+        report.jobs_inserted,
+        report.categories_updated,
+        report.normalisation,
+    )
+    return report
+
+
+def newest_event_per_job(events: DataFrame) -> DataFrame:
+    """One event per job: the newest; at the same time a close (the rule of `batch.catalog.wins`)."""
+    order = Window.partitionBy(t.JOB_ID).orderBy(
+        F.col(t.OCCURRED_AT).desc(), (F.col(t.ACTION) == CLOSED).desc(), F.col(t.EVENT_ID).desc()
+    )
+    return events.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
+
+
+def merge_job_events(spark: SparkSession, events: DataFrame, jobs_path: str) -> None:
+    """Apply a batch of job events (JOB_UPDATES_DDL) to the jobs table: each job takes its event if it wins."""
+    from delta.tables import DeltaTable
+
+    closed = F.col(f"u.{t.ACTION}") == CLOSED
+    wins = (
+        f"t.{t.UPDATED_AT} IS NULL OR u.{t.OCCURRED_AT} > t.{t.UPDATED_AT} OR "
+        f"(u.{t.OCCURRED_AT} = t.{t.UPDATED_AT} AND u.{t.ACTION} = '{CLOSED}' AND t.{t.STATUS} <> '{t.JOB_CLOSED}')"
+    )
+    occurred = F.col(f"u.{t.OCCURRED_AT}")
+    state = {
+        t.STATUS: F.when(closed, F.lit(t.JOB_CLOSED)).otherwise(F.lit(t.JOB_OPEN)),
+        t.POSTED_AT: F.when(closed, F.col(f"t.{t.POSTED_AT}")).otherwise(occurred),
+        t.CLOSED_AT: F.when(closed, occurred),
+        t.EXPIRES_AT: F.when(~closed, F.col(f"u.{t.EXPIRES_AT}")),
+        t.UPDATED_AT: occurred,
+        t.EVENT_ID: F.col(f"u.{t.EVENT_ID}"),
+        # a posted event without a category keeps the one the job has
+        t.CATEGORY: F.coalesce(F.col(f"u.{t.CATEGORY}"), F.col(f"t.{t.CATEGORY}")),
+        t.RAW_CATEGORY: F.coalesce(F.col(f"u.{t.RAW_CATEGORY}"), F.col(f"t.{t.RAW_CATEGORY}")),
+    }
+    insert = {
+        **{k: v for k, v in state.items() if k not in (t.CATEGORY, t.RAW_CATEGORY, t.POSTED_AT)},
+        t.JOB_ID: F.col(f"u.{t.JOB_ID}"),
+        t.CATEGORY: F.col(f"u.{t.CATEGORY}"),
+        t.RAW_CATEGORY: F.col(f"u.{t.RAW_CATEGORY}"),
+        t.POSTED_AT: F.when(~closed, occurred),
+    }
+    (
+        DeltaTable.forPath(spark, jobs_path)
+        .alias("t")
+        .merge(newest_event_per_job(events).alias("u"), f"t.{t.JOB_ID} = u.{t.JOB_ID}")
+        .whenMatchedUpdate(condition=wins, set=state)
+        .whenNotMatchedInsert(values=insert)
+        .execute()
+    )
+
+
+def apply_job_events(spark: SparkSession, events: DataFrame, tables_root: str, app_id: str, version: int) -> None:
+    """merge_job_events once per (app_id, version): a replayed micro-batch is skipped by Delta."""
+    path = ensure_delta_table(spark, tables_root, t.JOBS)
+    with idempotent_writes(spark, app_id, version):
+        merge_job_events(spark, events, path)
+
+
+def _from_micros(us: int | None) -> datetime | None:
+    return _EPOCH + timedelta(microseconds=us) if us is not None else None
+
+
+def read_catalog_rows(spark: SparkSession, tables_root: str) -> list[CatalogRow]:
+    """(job_id, category, status, expires_at, updated_at) of every job, times as aware UTC datetimes."""
+    jobs = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.JOBS))
+    # epoch microseconds: a collected TIMESTAMP would come back naive, in this process's local zone
+    rows = jobs.select(
+        t.JOB_ID, t.CATEGORY, t.STATUS, F.unix_micros(t.EXPIRES_AT), F.unix_micros(t.UPDATED_AT)
+    ).collect()
+    return [(r[0], r[1], r[2], _from_micros(r[3]), _from_micros(r[4])) for r in rows]

@@ -1,0 +1,209 @@
+"""The job-events query: the jobs topic -> dead_letters and the Delta `jobs` table, beside the clicks ingest.
+
+Plan: Kafka records -> parse against job event v1 and normalise the category (mapInArrow) ->
+foreachBatch(`write_job_events_batch`): rejected records to dead_letters, valid events MERGEd into jobs
+(newest event per job wins, `batch.jobs_table`). Both writes carry (app id, batch id), so a batch replayed
+after a crash is skipped; and the MERGE's newest-wins rule makes a repeated event a no-op anyway, which is why
+this query needs no de-duplication state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from batch.catalog import CategoryNormaliser, expiry
+from batch.jobs_table import apply_job_events
+from schemas import tables as t
+from schemas.click_event import EventLimits
+from schemas.job_event import JobEvent, parse_job_event
+from streaming import parse
+from streaming.delta_tables import ensure_delta_table
+from streaming.ingest import IngestSettings
+
+log = logging.getLogger(__name__)
+
+QUERY_NAME = "ingest_job_events"
+EXPIRES_AT_US = "expires_at_us"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+PARSED_JOB_ARROW_SCHEMA = pa.schema(
+    [
+        (t.EVENT_ID, pa.string()),
+        (t.JOB_ID, pa.string()),
+        (t.ACTION, pa.string()),
+        (parse.OCCURRED_AT_US, pa.int64()),
+        (t.CATEGORY, pa.string()),
+        (t.RAW_CATEGORY, pa.string()),
+        (EXPIRES_AT_US, pa.int64()),
+        (t.REASON_CODE, pa.string()),
+        (t.REASON, pa.string()),
+        (t.RAW, pa.binary()),
+        (t.KAFKA_TOPIC, pa.string()),
+        (t.KAFKA_PARTITION, pa.int32()),
+        (t.KAFKA_OFFSET, pa.int64()),
+        (parse.IN_RECEIVED_MS, pa.int64()),
+    ]
+)
+PARSED_JOB_DDL = (
+    f"{t.EVENT_ID} STRING, {t.JOB_ID} STRING, {t.ACTION} STRING, {parse.OCCURRED_AT_US} BIGINT, "
+    f"{t.CATEGORY} STRING, {t.RAW_CATEGORY} STRING, {EXPIRES_AT_US} BIGINT, {t.REASON_CODE} STRING, "
+    f"{t.REASON} STRING, {t.RAW} BINARY, {t.KAFKA_TOPIC} STRING, {t.KAFKA_PARTITION} INT, "
+    f"{t.KAFKA_OFFSET} BIGINT, {parse.IN_RECEIVED_MS} BIGINT"
+)
+_EVENT_COLUMNS = (t.EVENT_ID, t.JOB_ID, t.ACTION, parse.OCCURRED_AT_US, t.CATEGORY, t.RAW_CATEGORY, EXPIRES_AT_US)
+
+
+def parse_job_record_batch(
+    batch: pa.RecordBatch, limits: EventLimits, normaliser: CategoryNormaliser, default_ttl_days: float
+) -> pa.RecordBatch:
+    """One output row per Kafka record: the event with its normalised category and effective expiry, or why not."""
+    values = batch.column(parse.IN_VALUE).to_pylist()
+    received = batch.column(parse.IN_RECEIVED_MS).to_pylist()
+    cols: dict[str, list[object]] = {f.name: [] for f in PARSED_JOB_ARROW_SCHEMA}
+    for raw, received_ms in zip(values, received, strict=True):
+        verdict = parse_job_event(raw, received_ms if received_ms is not None else 0, limits)
+        if isinstance(verdict, JobEvent):
+            expires = expiry(verdict, default_ttl_days)
+            cols[t.EVENT_ID].append(verdict.event_id)
+            cols[t.JOB_ID].append(verdict.job_id)
+            cols[t.ACTION].append(verdict.action)
+            cols[parse.OCCURRED_AT_US].append(_micros(verdict.occurred_at))
+            cols[t.CATEGORY].append(normaliser.normalise(verdict.category))
+            cols[t.RAW_CATEGORY].append(verdict.category)
+            cols[EXPIRES_AT_US].append(_micros(expires) if expires else None)
+            for name in (t.REASON_CODE, t.REASON, t.RAW):
+                cols[name].append(None)
+        else:
+            for name in _EVENT_COLUMNS:
+                cols[name].append(None)
+            cols[t.REASON_CODE].append(verdict.code)
+            cols[t.REASON].append(verdict.reason)
+            cols[t.RAW].append(raw)
+    cols[t.KAFKA_TOPIC] = batch.column(parse.IN_TOPIC).to_pylist()
+    cols[t.KAFKA_PARTITION] = batch.column(parse.IN_PARTITION).to_pylist()
+    cols[t.KAFKA_OFFSET] = batch.column(parse.IN_OFFSET).to_pylist()
+    cols[parse.IN_RECEIVED_MS] = received
+    return pa.RecordBatch.from_pydict(cols, schema=PARSED_JOB_ARROW_SCHEMA)
+
+
+def _micros(dt: datetime) -> int:
+    return (dt - _EPOCH) // timedelta(microseconds=1)
+
+
+def _normaliser(settings: IngestSettings) -> CategoryNormaliser:
+    return CategoryNormaliser(list(settings.categories), dict(settings.aliases))
+
+
+def parse_job_records(records: DataFrame, settings: IngestSettings) -> DataFrame:
+    selected = records.select(
+        F.col("value").alias(parse.IN_VALUE),
+        F.col("topic").alias(parse.IN_TOPIC),
+        F.col("partition").alias(parse.IN_PARTITION),
+        F.col("offset").alias(parse.IN_OFFSET),
+        F.unix_millis(F.col("timestamp")).alias(parse.IN_RECEIVED_MS),
+    )
+    limits, ttl = settings.limits, settings.default_ttl_days
+
+    def parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        normaliser = _normaliser(settings)
+        for b in batches:
+            yield parse_job_record_batch(b, limits, normaliser, ttl)
+
+    parsed = selected.mapInArrow(parse_batches, PARSED_JOB_DDL)
+    return parsed.select(
+        "*",
+        F.timestamp_micros(F.col(parse.OCCURRED_AT_US)).alias(t.OCCURRED_AT),
+        F.timestamp_micros(F.col(EXPIRES_AT_US)).alias(t.EXPIRES_AT),
+        F.timestamp_millis(F.col(parse.IN_RECEIVED_MS)).alias(t.RECEIVED_AT),
+    )
+
+
+def write_job_events_batch(batch: DataFrame, batch_id: int, settings: IngestSettings) -> dict[str, int]:
+    spark = batch.sparkSession
+    started = time.monotonic()
+    app_id = f"jobrec-jobs:{settings.jobs_checkpoint}"
+    batch = batch.persist()
+    try:
+        counts = batch.agg(
+            F.count(F.lit(1)).alias("all"),
+            F.count(t.REASON_CODE).alias("rejected"),
+            F.sum(
+                F.when(
+                    F.col(t.REASON_CODE).isNull() & ~F.col(t.CATEGORY).eqNullSafe(F.col(t.RAW_CATEGORY)), 1
+                ).otherwise(0)
+            ).alias("fixed"),
+        ).collect()[0]
+        n_rejected = int(counts["rejected"])
+        n_events = int(counts["all"]) - n_rejected
+        if n_rejected:
+            rejected = batch.where(F.col(t.REASON_CODE).isNotNull()).select(
+                t.RAW,
+                t.KAFKA_TOPIC,
+                t.KAFKA_PARTITION,
+                t.KAFKA_OFFSET,
+                t.RECEIVED_AT,
+                t.REASON_CODE,
+                t.REASON,
+                F.lit(batch_id).cast("long").alias(t.BATCH_ID),
+            )
+            (
+                rejected.write.format("delta")
+                .mode("append")
+                .option("txnAppId", app_id)
+                .option("txnVersion", batch_id)
+                .save(ensure_delta_table(spark, settings.tables_root, t.DEAD_LETTERS))
+            )
+        if n_events:
+            events = batch.where(F.col(t.REASON_CODE).isNull()).select(
+                t.EVENT_ID, t.JOB_ID, t.ACTION, t.OCCURRED_AT, t.CATEGORY, t.RAW_CATEGORY, t.EXPIRES_AT
+            )
+            apply_job_events(spark, events, settings.tables_root, app_id, batch_id)
+        if n_events or n_rejected:
+            log.info(
+                "job events batch %d: %d events (%d categories fixed), %d dead letters in %.2f s",
+                batch_id,
+                n_events,
+                int(counts["fixed"] or 0),
+                n_rejected,
+                time.monotonic() - started,
+            )
+        return {"events": n_events, "dead_letters": n_rejected}
+    finally:
+        batch.unpersist()
+
+
+def start_job_events(
+    spark: SparkSession, settings: IngestSettings, *, once: bool = False, trigger_seconds: float = 0.0
+) -> StreamingQuery:
+    """Start the job-events query; `once` reads what is on the topic now and stops."""
+    for name in (t.DEAD_LETTERS, t.JOBS):
+        ensure_delta_table(spark, settings.tables_root, name)
+    records = (
+        spark.readStream.format("kafka")
+        .options(**settings.kafka_options)
+        .option("subscribe", settings.jobs_topic)
+        .option("startingOffsets", settings.starting_offsets)
+        .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
+        .option("failOnDataLoss", "true")
+        .load()
+    )
+    writer = (
+        parse_job_records(records, settings)
+        .writeStream.queryName(QUERY_NAME)
+        .option("checkpointLocation", settings.jobs_checkpoint)
+        .foreachBatch(lambda df, batch_id: write_job_events_batch(df, batch_id, settings))
+    )
+    # job events are few and must take effect soon: at least one batch a second when running on
+    return (
+        writer.trigger(availableNow=True)
+        if once
+        else writer.trigger(processingTime=f"{max(trigger_seconds, 1)} seconds")
+    )
