@@ -95,15 +95,21 @@ class JobState:
     category: str | None
     status: str
     expires_at: datetime | None = None
-    updated_at: datetime | None = None
+    updated_at: datetime | None = None  # the time of the event that set the status
+    category_at: datetime | None = None  # the time of the event that set the category; None: from a CSV
 
 
-# (job_id, category, status, expires_at, updated_at): a row of the jobs table as the serving side reads it
-CatalogRow = tuple[str, str | None, str, datetime | None, datetime | None]
+# (job_id, category, status, expires_at, updated_at, category_at): a row of the jobs table as the serving side
+# reads it
+CatalogRow = tuple[str, str | None, str, datetime | None, datetime | None, datetime | None]
 
 
 class CatalogState:
-    """job_id -> state, kept current event by event: the speed layer's copy of the jobs table."""
+    """job_id -> state, kept current event by event: the speed layer's copy of the jobs table.
+
+    Status and category are decided apart: the status by `wins`, the category by the newest event that has one.
+    So the state does not depend on the order events arrive in (a late post still brings its category).
+    """
 
     def __init__(self, normaliser: CategoryNormaliser, default_ttl_days: float = 0.0):
         self.normaliser = normaliser
@@ -112,29 +118,30 @@ class CatalogState:
         self.version = 0  # bumped on every change, so callers can cache what they derive from it
 
     def load(self, rows: Iterable[CatalogRow]) -> None:
-        """(job_id, category, status, expires_at, updated_at) rows of the jobs table."""
-        for job, category, status, expires_at, updated_at in rows:
-            self.jobs[job] = JobState(category, status, expires_at, updated_at)
+        for job, category, status, expires_at, updated_at, category_at in rows:
+            self.jobs[job] = JobState(category, status, expires_at, updated_at, category_at)
         self.version += 1
 
     def apply(self, event: JobEvent) -> bool:
         """Apply one event; True if it changed the state."""
-        current = self.jobs.get(event.job_id)
-        if current is not None and not wins(event.occurred_at, event.action, current.updated_at, current.status):
-            return False
-        category = self.normaliser.normalise(event.category) if event.category else None
-        if event.action == CLOSED:
-            state = JobState(current.category if current else None, t.JOB_CLOSED, None, event.occurred_at)
+        state = self.jobs.get(event.job_id)
+        if state is None:
+            state = self.jobs[event.job_id] = JobState(None, t.JOB_OPEN)
+            changed = True
         else:
-            state = JobState(
-                category or (current.category if current else None),
-                t.JOB_OPEN,
-                expiry(event, self.default_ttl_days),
-                event.occurred_at,
-            )
-        self.jobs[event.job_id] = state
-        self.version += 1
-        return True
+            changed = False
+        if wins(event.occurred_at, event.action, state.updated_at, state.status):
+            state.status = t.JOB_CLOSED if event.action == CLOSED else t.JOB_OPEN
+            state.expires_at = None if event.action == CLOSED else expiry(event, self.default_ttl_days)
+            state.updated_at = event.occurred_at
+            changed = True
+        if event.category and (state.category_at is None or event.occurred_at > state.category_at):
+            state.category = self.normaliser.normalise(event.category)
+            state.category_at = event.occurred_at
+            changed = True
+        if changed:
+            self.version += 1
+        return changed
 
     def category(self, job_id: str) -> str | None:
         state = self.jobs.get(job_id)
@@ -156,7 +163,7 @@ class CatalogState:
         return min(upcoming) if upcoming else None
 
     def rows(self) -> list[CatalogRow]:
-        return [(job, s.category, s.status, s.expires_at, s.updated_at) for job, s in self.jobs.items()]
+        return [(job, s.category, s.status, s.expires_at, s.updated_at, s.category_at) for job, s in self.jobs.items()]
 
 
 @dataclass(frozen=True)
@@ -191,7 +198,7 @@ def serving_filter(
         row = by_job.get(job)
         if row is None:
             continue
-        _, category, status, expires_at, _ = row
+        _, category, status, expires_at, _, _ = row
         excluded[i] = status == t.JOB_CLOSED or (expires_at is not None and expires_at <= now)
         if category:
             categories[i] = code[category]

@@ -86,7 +86,8 @@ def load_jobs_csv(
         .alias("t")
         .merge(updates.alias("u"), f"t.{t.JOB_ID} = u.{t.JOB_ID}")
         .whenMatchedUpdate(
-            condition=f"NOT (t.{t.CATEGORY} <=> u.{t.CATEGORY})",
+            # a category set by a job event is newer than any file
+            condition=f"t.{t.CATEGORY_AT} IS NULL AND NOT (t.{t.CATEGORY} <=> u.{t.CATEGORY})",
             set={t.CATEGORY: f"u.{t.CATEGORY}", t.RAW_CATEGORY: f"u.{t.RAW_CATEGORY}"},
         )
         .whenNotMatchedInsert(
@@ -120,47 +121,81 @@ def load_jobs_csv(
     return report
 
 
-def newest_event_per_job(events: DataFrame) -> DataFrame:
-    """One event per job: the newest; at the same time a close (the rule of `batch.catalog.wins`)."""
+def job_updates(events: DataFrame) -> DataFrame:
+    """One row per job from a batch of events: the status of the winning event (newest; a close wins a tie,
+    `batch.catalog.wins`) and, apart, the category of the newest event that has one (category_at)."""
     order = Window.partitionBy(t.JOB_ID).orderBy(
         F.col(t.OCCURRED_AT).desc(), (F.col(t.ACTION) == CLOSED).desc(), F.col(t.EVENT_ID).desc()
     )
-    return events.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
+    status = events.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1)
+    newest_category = (
+        events.where(F.col(t.CATEGORY).isNotNull())
+        .groupBy(t.JOB_ID)
+        .agg(
+            F.max_by(F.struct(t.CATEGORY, t.RAW_CATEGORY, t.OCCURRED_AT), F.struct(t.OCCURRED_AT, t.EVENT_ID)).alias(
+                "c"
+            )
+        )
+        .select(
+            t.JOB_ID,
+            F.col(f"c.{t.CATEGORY}").alias(t.CATEGORY),
+            F.col(f"c.{t.RAW_CATEGORY}").alias(t.RAW_CATEGORY),
+            F.col(f"c.{t.OCCURRED_AT}").alias(t.CATEGORY_AT),
+        )
+    )
+    return status.select(t.JOB_ID, t.EVENT_ID, t.ACTION, t.OCCURRED_AT, t.EXPIRES_AT).join(
+        newest_category, t.JOB_ID, "left"
+    )
 
 
 def merge_job_events(spark: SparkSession, events: DataFrame, jobs_path: str) -> None:
-    """Apply a batch of job events (JOB_UPDATES_DDL) to the jobs table: each job takes its event if it wins."""
+    """Apply a batch of job events (JOB_UPDATES_DDL) to the jobs table, status and category each by its rule."""
     from delta.tables import DeltaTable
 
     closed = F.col(f"u.{t.ACTION}") == CLOSED
-    wins = (
+    occurred = F.col(f"u.{t.OCCURRED_AT}")
+    status_wins = F.expr(
         f"t.{t.UPDATED_AT} IS NULL OR u.{t.OCCURRED_AT} > t.{t.UPDATED_AT} OR "
         f"(u.{t.OCCURRED_AT} = t.{t.UPDATED_AT} AND u.{t.ACTION} = '{CLOSED}' AND t.{t.STATUS} <> '{t.JOB_CLOSED}')"
     )
-    occurred = F.col(f"u.{t.OCCURRED_AT}")
-    state = {
+    category_wins = F.expr(
+        f"u.{t.CATEGORY_AT} IS NOT NULL AND (t.{t.CATEGORY_AT} IS NULL OR u.{t.CATEGORY_AT} > t.{t.CATEGORY_AT})"
+    )
+
+    def if_status(value, column: str):
+        return F.when(status_wins, value).otherwise(F.col(f"t.{column}"))
+
+    def if_category(column: str):
+        return F.when(category_wins, F.col(f"u.{column}")).otherwise(F.col(f"t.{column}"))
+
+    update = {
+        t.STATUS: if_status(F.when(closed, F.lit(t.JOB_CLOSED)).otherwise(F.lit(t.JOB_OPEN)), t.STATUS),
+        t.POSTED_AT: if_status(F.when(closed, F.col(f"t.{t.POSTED_AT}")).otherwise(occurred), t.POSTED_AT),
+        t.CLOSED_AT: if_status(F.when(closed, occurred), t.CLOSED_AT),
+        t.EXPIRES_AT: if_status(F.when(~closed, F.col(f"u.{t.EXPIRES_AT}")), t.EXPIRES_AT),
+        t.UPDATED_AT: if_status(occurred, t.UPDATED_AT),
+        t.EVENT_ID: if_status(F.col(f"u.{t.EVENT_ID}"), t.EVENT_ID),
+        t.CATEGORY: if_category(t.CATEGORY),
+        t.RAW_CATEGORY: if_category(t.RAW_CATEGORY),
+        t.CATEGORY_AT: if_category(t.CATEGORY_AT),
+    }
+    insert = {
+        t.JOB_ID: F.col(f"u.{t.JOB_ID}"),
         t.STATUS: F.when(closed, F.lit(t.JOB_CLOSED)).otherwise(F.lit(t.JOB_OPEN)),
-        t.POSTED_AT: F.when(closed, F.col(f"t.{t.POSTED_AT}")).otherwise(occurred),
+        t.POSTED_AT: F.when(~closed, occurred),
         t.CLOSED_AT: F.when(closed, occurred),
         t.EXPIRES_AT: F.when(~closed, F.col(f"u.{t.EXPIRES_AT}")),
         t.UPDATED_AT: occurred,
         t.EVENT_ID: F.col(f"u.{t.EVENT_ID}"),
-        # a posted event without a category keeps the one the job has
-        t.CATEGORY: F.coalesce(F.col(f"u.{t.CATEGORY}"), F.col(f"t.{t.CATEGORY}")),
-        t.RAW_CATEGORY: F.coalesce(F.col(f"u.{t.RAW_CATEGORY}"), F.col(f"t.{t.RAW_CATEGORY}")),
-    }
-    insert = {
-        **{k: v for k, v in state.items() if k not in (t.CATEGORY, t.RAW_CATEGORY, t.POSTED_AT)},
-        t.JOB_ID: F.col(f"u.{t.JOB_ID}"),
         t.CATEGORY: F.col(f"u.{t.CATEGORY}"),
         t.RAW_CATEGORY: F.col(f"u.{t.RAW_CATEGORY}"),
-        t.POSTED_AT: F.when(~closed, occurred),
+        t.CATEGORY_AT: F.col(f"u.{t.CATEGORY_AT}"),
     }
     (
         DeltaTable.forPath(spark, jobs_path)
         .alias("t")
-        .merge(newest_event_per_job(events).alias("u"), f"t.{t.JOB_ID} = u.{t.JOB_ID}")
-        .whenMatchedUpdate(condition=wins, set=state)
+        .merge(job_updates(events).alias("u"), f"t.{t.JOB_ID} = u.{t.JOB_ID}")
+        .whenMatchedUpdate(condition=status_wins | category_wins, set=update)
         .whenNotMatchedInsert(values=insert)
         .execute()
     )
@@ -178,10 +213,9 @@ def _from_micros(us: int | None) -> datetime | None:
 
 
 def read_catalog_rows(spark: SparkSession, tables_root: str) -> list[CatalogRow]:
-    """(job_id, category, status, expires_at, updated_at) of every job, times as aware UTC datetimes."""
+    """(job_id, category, status, expires_at, updated_at, category_at) of every job, times aware UTC."""
     jobs = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.JOBS))
     # epoch microseconds: a collected TIMESTAMP would come back naive, in this process's local zone
-    rows = jobs.select(
-        t.JOB_ID, t.CATEGORY, t.STATUS, F.unix_micros(t.EXPIRES_AT), F.unix_micros(t.UPDATED_AT)
-    ).collect()
-    return [(r[0], r[1], r[2], _from_micros(r[3]), _from_micros(r[4])) for r in rows]
+    times = (t.EXPIRES_AT, t.UPDATED_AT, t.CATEGORY_AT)
+    rows = jobs.select(t.JOB_ID, t.CATEGORY, t.STATUS, *(F.unix_micros(c) for c in times)).collect()
+    return [(r[0], r[1], r[2], _from_micros(r[3]), _from_micros(r[4]), _from_micros(r[5])) for r in rows]

@@ -56,6 +56,7 @@ POSTED_AT = "posted_at"
 CLOSED_AT = "closed_at"
 EXPIRES_AT = "expires_at"
 UPDATED_AT = "updated_at"
+CATEGORY_AT = "category_at"
 ACTION = "action"
 
 
@@ -101,11 +102,12 @@ RECOMMENDATIONS_DDL = (
 )
 
 # the job catalog: one row per job, the state after the newest event (status open or closed); jobs.csv rows
-# are open jobs with no times. updated_at is the occurred_at of the event that set the state.
+# are open jobs with no times. updated_at is the occurred_at of the event that set the status, category_at of
+# the newest event that carried a category (null: the category came from a CSV).
 JOBS_DDL = (
     f"{JOB_ID} STRING NOT NULL, {CATEGORY} STRING, {RAW_CATEGORY} STRING, {STATUS} STRING NOT NULL, "
     f"{POSTED_AT} TIMESTAMP, {CLOSED_AT} TIMESTAMP, {EXPIRES_AT} TIMESTAMP, {UPDATED_AT} TIMESTAMP, "
-    f"{EVENT_ID} STRING"
+    f"{CATEGORY_AT} TIMESTAMP, {EVENT_ID} STRING"
 )
 
 TABLE_DDL: dict[str, str] = {

@@ -271,9 +271,9 @@ def run_api_bench(cfg: Config, seconds: float, concurrency: int, batch_size: int
     folder = Path(tempfile.mkdtemp(prefix="jobrec-bench-api-"))
     kafka = replace(cfg.embedded_kafka, dir=str(folder / "kafka"))
     proc = None
-    _say("starting the Kafka broker")
-    state = start_broker(kafka)
     try:
+        _say("starting the Kafka broker")
+        state = start_broker(kafka)  # inside the try: a broker that fails to start still leaves no folder behind
         cfg = _bench_config(cfg, folder, state.bootstrap)
         # the embedded broker listens in plain text, whatever the configured cluster needs
         security = replace(cfg.kafka.security, protocol="PLAINTEXT", username="", password="")

@@ -201,9 +201,6 @@ def start_job_events(
         .option("checkpointLocation", settings.jobs_checkpoint)
         .foreachBatch(lambda df, batch_id: write_job_events_batch(df, batch_id, settings))
     )
-    # job events are few and must take effect soon: at least one batch a second when running on
-    return (
-        writer.trigger(availableNow=True)
-        if once
-        else writer.trigger(processingTime=f"{max(trigger_seconds, 1)} seconds")
-    )
+    # job events are few and must take effect soon: a batch at least every second while running
+    trigger = {"availableNow": True} if once else {"processingTime": f"{max(trigger_seconds, 1)} seconds"}
+    return writer.trigger(**trigger).start()

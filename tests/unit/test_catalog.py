@@ -1,0 +1,210 @@
+"""The job catalog's pure rules: the job-event contract (against its JSON Schema), category normalisation, the
+newest-wins rule in any arrival order, which jobs are hidden, and the speed layer's use of them."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from batch.catalog import CatalogState, CategoryNormaliser, serving_filter, wins
+from schemas import tables as t
+from schemas.click_event import EventLimits
+from schemas.job_event import JobEvent, parse_job_event
+from streaming.speed import (
+    FilterCache,
+    Histories,
+    RecentIds,
+    ServingModel,
+    SpeedStats,
+    apply_job_records,
+    process_records,
+    recommend_for_users,
+)
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "job_event.v1.json").read_text())
+CATEGORIES = ["IT", "Finance", "Retail", "Business Intelligence"]
+RECEIVED_MS = 1795694400000 + 3600_000  # 2026-11-26T13:00:00Z
+UTC = timezone.utc
+
+
+def job_event(**fields) -> bytes:
+    doc = {"event_id": "e1", "job_id": "j1", "action": "posted", "occurred_at": "2026-11-26T12:00:00Z"}
+    doc.update(fields)
+    return json.dumps({k: v for k, v in doc.items() if v is not ...}).encode()
+
+
+BAD_JOB_EVENTS = {
+    "unknown action": (job_event(action="reopened"), "unknown_action"),
+    "missing job_id": (job_event(job_id=...), "missing_field"),
+    "category on a close": (job_event(action="closed", category="IT"), "field_not_allowed"),
+    "expiry on a close": (job_event(action="closed", expires_at="2027-01-01T00:00:00Z"), "field_not_allowed"),
+    "expiry before posting": (job_event(expires_at="2026-11-26T11:00:00Z"), "bad_expiry"),
+    "bad expiry time": (job_event(expires_at="tomorrow"), "bad_timestamp"),
+    "category not a string": (job_event(category=7), "wrong_type"),
+    "empty category": (job_event(category=""), "empty_field"),
+    "unknown field": (job_event(user_id="u1"), "unknown_field"),
+    "null action": (job_event(action=None), "null_field"),
+    "not json": (b"{job", "invalid_json"),
+    "future": (job_event(occurred_at="2027-11-26T12:00:00Z"), "future_timestamp"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(BAD_JOB_EVENTS))
+def test_bad_job_event_is_rejected_with_its_reason(label: str) -> None:
+    raw, code = BAD_JOB_EVENTS[label]
+    verdict = parse_job_event(raw, RECEIVED_MS)
+    assert not isinstance(verdict, JobEvent) and verdict.code == code
+
+
+def test_parser_agrees_with_the_published_json_schema() -> None:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    good = [
+        job_event(),
+        job_event(category="Retial", expires_at="2027-01-01T00:00:00+01:00", schema_version=1),
+        job_event(action="closed"),
+    ]
+    for raw in good:
+        assert isinstance(parse_job_event(raw, RECEIVED_MS), JobEvent)
+        assert validator.is_valid(json.loads(raw))
+    # every bad case the schema can judge (not the time-relative ones) is invalid there too
+    for label, (raw, _) in BAD_JOB_EVENTS.items():
+        if label in ("not json", "future", "expiry before posting"):
+            continue
+        assert not validator.is_valid(json.loads(raw)), label
+
+
+def test_valid_posted_event() -> None:
+    e = parse_job_event(job_event(category=" retial ", expires_at="2027-01-01T01:00:00+01:00"), RECEIVED_MS)
+    assert isinstance(e, JobEvent)
+    assert (e.action, e.category) == ("posted", " retial ")  # normalised by the catalog, not the contract
+    assert e.expires_at == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_category_normalisation_fixes_and_counts() -> None:
+    n = CategoryNormaliser(CATEGORIES, {"Retial": "Retail", "BI": "Business Intelligence"})
+    raws = ["IT", "Retial", "Retial", " retail", "RETIAL", "business  intelligence", "bi", "Sales ", None, ""]
+    got = [n.normalise(r) for r in raws]
+    assert got == ["IT", "Retail", "Retail", "Retail", "Retail", "Business Intelligence", "Business Intelligence",
+                   "Sales", None, None]  # fmt: skip
+    assert n.n_fixed == 6  # all but "IT" (as is), "Sales" (unknown) and the two empty ones
+    assert n.fixed[("Retial", "Retail")] == 2
+    assert n.unrecognised == {"Sales": 1}
+    assert "2 'Retial' -> 'Retail'" in n.summary() and "'Sales'" in n.summary()
+
+
+def at(hour: int) -> datetime:
+    return datetime(2026, 11, 26, hour, tzinfo=UTC)
+
+
+def test_newest_event_wins_and_a_close_wins_a_tie() -> None:
+    assert wins(at(10), "posted", None, t.JOB_OPEN)  # a CSV row has no time: any event replaces it
+    assert wins(at(11), "closed", at(10), t.JOB_OPEN)
+    assert not wins(at(9), "posted", at(10), t.JOB_CLOSED)  # a late post does not reopen
+    assert wins(at(12), "posted", at(10), t.JOB_CLOSED)  # a newer post does
+    assert wins(at(10), "closed", at(10), t.JOB_OPEN)
+    assert not wins(at(10), "posted", at(10), t.JOB_CLOSED)
+    assert not wins(at(10), "closed", at(10), t.JOB_CLOSED)  # the same event again changes nothing
+
+
+def test_catalog_state_is_the_same_in_any_arrival_order() -> None:
+    events = [
+        JobEvent("a", "j1", "posted", at(8), "Retial"),
+        JobEvent("b", "j1", "closed", at(10)),
+        JobEvent("c", "j1", "posted", at(9), "IT"),
+        JobEvent("d", "j2", "posted", at(8), "IT", expires_at=at(11)),
+        JobEvent("e", "j2", "posted", at(9)),  # no category: keeps IT; no expiry: never expires
+        JobEvent("f", "j3", "closed", at(7)),
+        JobEvent("f", "j3", "closed", at(7)),  # a repeat
+    ]
+    results = set()
+    for order in itertools.permutations(events):
+        state = CatalogState(CategoryNormaliser(CATEGORIES, {"Retial": "Retail"}))
+        state.load([("j1", "Finance", t.JOB_OPEN, None, None, None), ("j4", "Retail", t.JOB_OPEN, None, None, None)])
+        for e in order:
+            state.apply(e)
+        results.add(tuple(sorted((j, s.category, s.status, s.expires_at) for j, s in state.jobs.items())))
+    # worked out by hand: j1 closed at 10 (category from the post at 9); j2 open, IT, no expiry; j3 closed
+    assert results == {
+        (
+            ("j1", "IT", t.JOB_CLOSED, None),
+            ("j2", "IT", t.JOB_OPEN, None),
+            ("j3", None, t.JOB_CLOSED, None),
+            ("j4", "Retail", t.JOB_OPEN, None),
+        )
+    }
+
+
+def test_serving_filter_hides_closed_and_expired_jobs_only() -> None:
+    rows = [
+        ("j0", "IT", t.JOB_OPEN, None, None, None),
+        ("j1", "IT", t.JOB_CLOSED, None, at(9), None),
+        ("j2", "Retail", t.JOB_OPEN, at(12), at(9), None),
+        ("j3", "Retail", t.JOB_OPEN, at(14), at(9), None),
+    ]
+    f = serving_filter(["j0", "j1", "j2", "j3", "unlisted"], rows, now=at(13))
+    assert f.excluded.tolist() == [False, True, True, False, False]
+    assert [f.category_names[c] if c >= 0 else None for c in f.categories] == ["IT", "IT", "Retail", "Retail", None]
+
+
+def model(n_jobs: int = 12, rank: int = 3) -> ServingModel:
+    rng = np.random.default_rng(3)
+    return ServingModel("v1", [f"j{i}" for i in range(n_jobs)], rng.normal(size=(n_jobs, rank)), 5.0, 0.1,
+                        popular=list(range(n_jobs)))  # fmt: skip
+
+
+def catalog_of(m: ServingModel) -> CatalogState:
+    state = CatalogState(CategoryNormaliser(CATEGORIES, {}))
+    # j0..j5 IT, j6..j11 Finance; "new" is a job posted after the model was trained
+    state.load([(j, "IT" if i < 6 else "Finance", t.JOB_OPEN, None, None, None) for i, j in enumerate(m.job_ids)])
+    state.load([("new", "Finance", t.JOB_OPEN, None, None, None)])
+    return state
+
+
+def test_fallback_prefers_the_users_categories_then_popular_jobs() -> None:
+    m = model()
+    catalog = catalog_of(m)
+    catalog.apply(JobEvent("x", "j7", "closed", at(9)))
+    histories = Histories({"view": 1.0, "click": 1.0, "save": 1.0, "apply": 1.0}, catalog)
+    histories.load([("u", "new", 1.0, None)])
+    user = histories.users["u"]
+    user.categories = histories.categories_of(user)
+    assert user.categories == {"Finance"}
+    allowed = FilterCache().get(m, catalog, at(10))
+    [(source, items)] = recommend_for_users(m, [user], 8, allowed)
+    # popularity order is j0, j1, ...: Finance jobs first (j7 closed), then the most popular others
+    assert source == t.SOURCE_FALLBACK
+    assert [i[t.JOB_ID] for i in items] == ["j6", "j8", "j9", "j10", "j11", "j0", "j1", "j2"]
+    [(_, items)] = recommend_for_users(m, [user], 8, allowed, max_per_category=2)
+    assert [i[t.JOB_ID] for i in items] == ["j6", "j8", "j0", "j1"]
+
+
+def test_speed_layer_drops_a_job_from_lists_once_its_close_event_arrived() -> None:
+    m = model()
+    catalog = catalog_of(m)
+    histories = Histories({"view": 1.0, "click": 1.0, "save": 1.0, "apply": 1.0}, catalog)
+    filters, stats, limits = FilterCache(), SpeedStats(), EventLimits()
+
+    def click(event_id: str) -> bytes:
+        doc = {"event_id": event_id, "user_id": "u", "job_id": "j0", "event_type": "click",
+               "occurred_at": "2026-11-26T12:00:00Z"}  # fmt: skip
+        return json.dumps(doc).encode()
+
+    def listed(event_id: str) -> list[str]:
+        [(_, message)] = process_records([(click(event_id), RECEIVED_MS)], histories, RecentIds(), m, 5, limits,
+                                         stats, catalog, filters)  # fmt: skip
+        return [i["job_id"] for i in json.loads(message)["items"]]
+
+    before = listed("c1")
+    top = before[0]
+    closing = job_event(job_id=top, action="closed", occurred_at="2026-11-26T12:30:00Z")
+    assert apply_job_records([(closing, RECEIVED_MS)], catalog, limits, stats) == 1
+    after = listed("c2")
+    assert top not in after and len(after) == 5
+    # the list is the old one without the closed job, the next job moving up
+    assert after[:4] == before[1:]
