@@ -392,6 +392,10 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
         from streaming.bench_freshness import run_freshness
 
         return run_freshness(cfg, Path(args.seed_dir), args.rate, args.seconds, args.json)
+    if args.what == "api":
+        from streaming.bench_api import run_api_bench
+
+        return run_api_bench(cfg, args.seconds, args.concurrency, args.batch_size, args.json)
     from streaming.bench import run_bench
 
     return run_bench(cfg, args.what, args.events, Path(args.seed_dir))
@@ -481,12 +485,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser(
-        "bench", help="measure ingest rate, retrain time, click-to-list freshness, or Spark ALS against implicit"
+        "bench",
+        help="measure ingest rate, retrain time, click-to-list freshness, Spark ALS against implicit, or the "
+        "HTTP ingest API's throughput and latency",
     )
-    b.add_argument("what", choices=["ingest", "retrain", "freshness", "implicit"])
+    b.add_argument("what", choices=["ingest", "retrain", "freshness", "implicit", "api"])
     b.add_argument("--rate", type=int, default=1000, help="freshness: click events per second of load")
-    b.add_argument("--seconds", type=float, default=30, help="freshness: how long the load lasts")
-    b.add_argument("--json", action="store_true", help="freshness: one line of JSON")
+    b.add_argument("--seconds", type=float, default=30, help="freshness, api: how long the load lasts")
+    b.add_argument("--json", action="store_true", help="freshness, api: one line of JSON")
+    b.add_argument("--concurrency", type=int, default=8, help="api: keep-alive connections sending at once")
+    b.add_argument("--batch-size", type=int, default=50, help="api: events per request (batch 1 always runs too)")
     b.add_argument("--events", type=int, default=100_000, help="events for the ingest benchmark")
     b.add_argument("--seed-dir", default=str(SEED_DIR), help="folder with job_clicks.csv")
     b.set_defaults(func=cmd_bench)

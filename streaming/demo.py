@@ -2,7 +2,8 @@
 
 A real local Kafka broker, Spark in local mode, Delta tables on local disk: backfill the seed clicks, stream
 live clicks (with a few repeats and malformed records) through the ingest, retrain ALS, publish, and print the
-lists a consumer of the recommendations topic sees for a few users.
+lists a consumer of the recommendations topic sees for a few users; then a click refreshes one user's list
+within seconds, and a closed job leaves it.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ log = logging.getLogger("jobrec.demo")
 DEMO_USERS = ("1", "15", "73")
 
 
-def read_job_categories(jobs_csv: Path) -> dict[str, str]:
-    if not jobs_csv.exists():
-        return {}
-    with jobs_csv.open(newline="") as f:
-        return {row["jobID"]: row["job_category"] for row in csv.DictReader(f)}
+def read_job_categories(spark, tables_root: str) -> dict[str, str]:
+    """job -> category from the Delta jobs table (normalised, unlike the raw jobs.csv)."""
+    from batch.jobs_table import read_catalog_rows
+
+    return {row[0]: row[1] for row in read_catalog_rows(spark, tables_root) if row[1]}
 
 
 def print_lists(lists: dict[str, dict], users: list[str], categories: dict[str, str] | None) -> None:
@@ -75,7 +76,10 @@ def run_demo(cfg: Config, seed_dir: Path, live_events: int, keep_kafka: bool) ->
         we_started = running_broker(cfg.embedded_kafka) is None
         bootstrap = start_broker(cfg.embedded_kafka).bootstrap
     ensure_topics(cfg.kafka, bootstrap)
-    print(f"   broker at {bootstrap}; topics {cfg.kafka.clicks_topic}, {cfg.kafka.recommendations_topic}")
+    print(
+        f"   broker at {bootstrap}; topics {cfg.kafka.clicks_topic}, {cfg.kafka.recommendations_topic}, "
+        f"{cfg.kafka.jobs_topic}"
+    )
     try:
         _run_pipeline(cfg, bootstrap, seed_dir, live_events)
     finally:
@@ -90,6 +94,8 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
     from kafka import KafkaProducer
 
     from batch.backfill import CsvLayout, load_counts_csv
+    from batch.catalog import CategoryNormaliser
+    from batch.jobs_table import load_jobs_csv
     from streaming.app import ingest_settings, retrain_and_publish
     from streaming.connections import build_spark_session, python_client_args
     from streaming.delta_tables import table_path
@@ -117,6 +123,18 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
             else f"   {report.pairs_loaded} (user, job) pairs from {report.rows_read} rows; "
             f"{report.rows_zero} zero-click rows skipped"
         )
+        jobs_csv = seed_dir / "jobs.csv"
+        if jobs_csv.exists():
+            jobs = load_jobs_csv(
+                spark,
+                str(jobs_csv),
+                cfg.storage.tables_root,
+                CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases),
+            )
+            print(
+                f"   job catalog: {jobs.rows_read} rows of {jobs_csv.name} -> {jobs.jobs_inserted} new jobs in "
+                f"{t.JOBS}; {jobs.normalisation}"
+            )
 
         print(f"== 3/7 stream {live_events} live click events through Kafka into Delta")
         query = start_ingest(spark, ingest_settings(cfg, bootstrap), trigger_seconds=cfg.ingest.trigger_seconds)
@@ -147,12 +165,12 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
         )
 
         print(f"== 6/7 what a consumer of {cfg.kafka.recommendations_topic} sees")
-        categories = read_job_categories(seed_dir / "jobs.csv")
+        categories = read_job_categories(spark, cfg.storage.tables_root)
         lists = read_latest_lists(python_client_args(cfg.kafka, bootstrap), cfg.kafka.recommendations_topic)
         print_lists(lists, list(DEMO_USERS), categories)
         print(f"\n   {len(lists)} users have a list on the topic.")
 
-        print("== 7/7 near-real-time: a new click refreshes that user's list (fold-in, no retrain)")
+        print("== 7/7 near-real-time: a new click refreshes that user's list (fold-in, no retrain); a job closes")
         _show_fold_in(spark, cfg, bootstrap, lists, categories)
     finally:
         spark.stop()
@@ -165,36 +183,59 @@ def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], ca
 
     from streaming.app import run_speed
     from streaming.connections import python_client_args
-    from streaming.producer import make_click_event, send_click_events
+    from streaming.producer import make_click_event, make_job_event, send_click_events, send_job_events
     from streaming.recommendations_reader import read_latest_lists
+    from streaming.speed import SpeedStats
 
+    stats = SpeedStats()
     stop, ready = threading.Event(), threading.Event()
     worker = threading.Thread(
-        target=run_speed, args=(spark, cfg, bootstrap, stop.is_set), kwargs={"on_ready": ready.set}, daemon=True
+        target=run_speed,
+        args=(spark, cfg, bootstrap, stop.is_set),
+        kwargs={"on_ready": ready.set, "stats": stats},
+        daemon=True,
     )
     worker.start()
+    producer = KafkaProducer(**python_client_args(cfg.kafka, bootstrap), acks="all")
     try:
         if not ready.wait(120):
             print("   the speed layer did not start")
             return
         user = DEMO_USERS[0]
+
+        def click_and_wait(job: str, event_type: str) -> dict | None:
+            click = make_click_event(user, job, event_type)
+            sent = time.monotonic()
+            send_click_events(producer, cfg.kafka.clicks_topic, [click])
+            while time.monotonic() - sent < 30:
+                fresh = read_latest_lists(
+                    python_client_args(cfg.kafka, bootstrap), cfg.kafka.recommendations_topic, timeout_seconds=5
+                ).get(user)
+                if fresh and fresh["newest_event_at"] == click["occurred_at"]:
+                    print(f"   new list on the topic {time.monotonic() - sent:.2f} s after the click:")
+                    print_lists({user: fresh}, [user], categories)
+                    return fresh
+            print("   no refreshed list within 30 s")
+            return None
+
         # the user applies to the job at the top of their list
         job = lists[user]["items"][0]["job_id"]
-        click = make_click_event(user, job, "apply")
-        producer = KafkaProducer(**python_client_args(cfg.kafka, bootstrap), acks="all")
-        sent = time.monotonic()
-        send_click_events(producer, cfg.kafka.clicks_topic, [click])
-        producer.close()
         print(f"   user {user} applies to job {job} ({categories.get(job, '?')})")
-        while time.monotonic() - sent < 30:
-            fresh = read_latest_lists(
-                python_client_args(cfg.kafka, bootstrap), cfg.kafka.recommendations_topic, timeout_seconds=5
-            ).get(user)
-            if fresh and fresh["newest_event_at"] == click["occurred_at"]:
-                print(f"   new list on the topic {time.monotonic() - sent:.2f} s after the click:")
-                print_lists({user: fresh}, [user], categories)
-                return
-        print("   no refreshed list within 30 s")
+        fresh = click_and_wait(job, "apply")
+        if fresh is None:
+            return
+        # the employer closes the job now at the top: no list computed from now on may contain it
+        closed = fresh["items"][0]["job_id"]
+        send_job_events(producer, cfg.kafka.jobs_topic, [make_job_event(closed, "closed")])
+        deadline = time.monotonic() + 30
+        while stats.job_events < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(f"\n   job {closed} is closed (a job event on {cfg.kafka.jobs_topic}); user {user} views job {job} again")
+        after = click_and_wait(job, "view")
+        if after is not None:
+            still = closed in [i["job_id"] for i in after["items"]]
+            print(f"   job {closed} in the new list: {'YES (unexpected)' if still else 'no'}")
     finally:
         stop.set()
         worker.join(30)
+        producer.close()

@@ -142,7 +142,8 @@ def create_app(settings: ApiSettings, producer: Any, lists: LatestLists, kafka_r
                 futures = [
                     producer.send(settings.clicks_topic, key=e.user_id.encode(), value=raw) for _, e, raw in good
                 ]
-                producer.flush(timeout=settings.kafka_timeout_seconds)
+                # wait for this request's records only: a flush() would also wait for every other request's,
+                # serialising concurrent requests behind each other
                 for f in futures:
                     f.get(timeout=settings.kafka_timeout_seconds)
 
