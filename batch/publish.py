@@ -19,9 +19,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch.catalog import CatalogRow, ServingFilter, serving_filter
-from batch.top_n import top_n_unseen
+from batch.top_n import capped_top, top_n_unseen
 from schemas import tables as t
-from schemas.recommendation import recommendation_message
+from schemas.recommendation import NEW_USER_KEY, recommendation_message
 from streaming.delta_tables import ensure_delta_table
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,19 @@ def score_user_batches(
         yield pa.RecordBatch.from_pydict(out, schema=RECS_ARROW_SCHEMA)
 
 
+def popular_items(
+    users_per_job: dict[str, int], job_ids: list[str], allowed: ServingFilter | None, n: int, max_per_category: int
+) -> list[dict[str, object]]:
+    """The list for a user with no history: the jobs most users interacted with, open ones only, capped by
+    category; ties by job order. Scores are 0, as in the speed layer's fallback lists (no model score)."""
+    row = np.array([float(users_per_job.get(j, 0)) for j in job_ids]) if job_ids else np.empty(0)
+    row[row <= 0] = -np.inf
+    if allowed is not None:
+        row[allowed.excluded] = -np.inf
+    best = capped_top(row, n, allowed.categories if allowed is not None else None, max_per_category)
+    return [{t.JOB_ID: job_ids[j], t.SCORE: 0.0, t.RANK: r + 1} for r, j in enumerate(best.tolist())]
+
+
 def recommend_top_n(
     spark: SparkSession,
     user_factors: DataFrame,
@@ -103,7 +116,8 @@ def recommend_top_n(
     catalog: list[CatalogRow] | None = None,
     max_per_category: int = 0,
 ) -> DataFrame:
-    """One row per user with factors: (user_id, newest_event_at, items, message).
+    """One row per user with factors: (user_id, newest_event_at, items, message), and one row keyed
+    NEW_USER_KEY with the popular-jobs list for users who have no list.
 
     `catalog` (the jobs table's rows) hides closed and expired jobs and gives the categories for the cap.
     """
@@ -122,12 +136,26 @@ def recommend_top_n(
         F.collect_list(t.JOB_ID).alias(SEEN), F.max(t.LAST_AT).alias(t.NEWEST_EVENT_AT)
     )
     users = user_factors.select(t.USER_ID, t.FEATURES).join(history, t.USER_ID, "left")
-    return users.mapInArrow(
+    per_user = users.mapInArrow(
         lambda batches: score_user_batches(
             batches, job_ids, job_matrix, n, model_version, generated_at, allowed, max_per_category
         ),
         RECS_DDL,
     )
+    users_per_job = {r[0]: r[1] for r in interactions.groupBy(t.JOB_ID).count().collect()}
+    items = popular_items(users_per_job, job_ids, allowed, n, max_per_category)
+    new_user = spark.createDataFrame(
+        [
+            (
+                NEW_USER_KEY,
+                None,
+                items,
+                recommendation_message(NEW_USER_KEY, model_version, generated_at, None, t.SOURCE_FALLBACK, items),
+            )
+        ],
+        RECS_DDL,
+    )
+    return per_user.unionByName(new_user)
 
 
 def publish_recommendations(
@@ -139,17 +167,20 @@ def publish_recommendations(
     model_version: str,
     generated_at: datetime,
 ) -> int:
-    """Write the lists to the recommendations table, then one message per user to the topic. Returns users."""
+    """Write the lists to the recommendations table, then one message per user to the topic. Returns the number
+    of users (the NEW_USER_KEY list not counted)."""
     started = time.monotonic()
     recs = recs.persist()
     try:
-        n_users = recs.count()
+        n_users = recs.where(F.col(t.USER_ID) != NEW_USER_KEY).count()
         table = recs.select(
             t.USER_ID,
             F.lit(model_version).alias(t.MODEL_VERSION),
             F.lit(generated_at).cast("timestamp").alias(t.GENERATED_AT),
             t.NEWEST_EVENT_AT,
-            F.lit(t.SOURCE_BATCH).alias(t.SOURCE),
+            F.when(F.col(t.USER_ID) == NEW_USER_KEY, F.lit(t.SOURCE_FALLBACK))
+            .otherwise(F.lit(t.SOURCE_BATCH))
+            .alias(t.SOURCE),
             t.ITEMS,
         )
         table.write.format("delta").mode("append").save(ensure_delta_table(spark, tables_root, t.RECOMMENDATIONS))
@@ -164,6 +195,9 @@ def publish_recommendations(
     finally:
         recs.unpersist()
     log.info(
-        "published top-N lists of %d users (model %s) in %.1f s", n_users, model_version, time.monotonic() - started
+        "published top-N lists of %d users and the list for new users (model %s) in %.1f s",
+        n_users,
+        model_version,
+        time.monotonic() - started,
     )
     return n_users

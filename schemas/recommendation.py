@@ -8,6 +8,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+# the key of the list for users who have none of their own (no history yet): popular open jobs, source fallback.
+# Published with every batch publish; the read API and RecommendationsConsumer.latest answer it for unknown users.
+NEW_USER_KEY = "*"
+
 
 def format_timestamp(dt: datetime) -> str:
     """RFC 3339 UTC with milliseconds, the form both schemas use."""
@@ -35,3 +39,9 @@ def recommendation_message(
         },
         separators=(",", ":"),
     )
+
+
+def list_for_new_user(lists: dict[str, dict], user_id: str) -> dict | None:
+    """The NEW_USER_KEY list (from user_id -> newest message) addressed to `user_id`, or None if there is none."""
+    generic = lists.get(NEW_USER_KEY)
+    return None if generic is None else {**generic, "user_id": user_id}

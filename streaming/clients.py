@@ -4,7 +4,7 @@
     producer.send("user-17", "job-42", "apply")          # validated, event_id generated, acknowledged
     consumer = RecommendationsConsumer(bootstrap_servers="127.0.0.1:9092")
     consumer.poll()                                       # reads what is new on the compacted topic
-    consumer.latest("user-17")                            # the newest list, or None
+    consumer.latest("user-17")                            # the newest list (or the list for new users), or None
 
 Retrying is safe: an event keeps its event_id across retries, and the pipeline drops repeated event_ids.
 """
@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.click_event import ClickEvent, parse_click_event
+from schemas.recommendation import list_for_new_user
 from streaming.producer import encode_event, make_click_event
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,13 @@ class RecommendationsConsumer:
                     self.lists[rec.key.decode()] = json.loads(rec.value)
         return n
 
-    def latest(self, user_id: str) -> dict | None:
-        return self.lists.get(user_id)
+    def latest(self, user_id: str, fallback: bool = True) -> dict | None:
+        """The user's newest list; for a user without one, the list for new users (source fallback) if
+        `fallback` and one was published."""
+        msg = self.lists.get(user_id)
+        if msg is None and fallback:
+            return list_for_new_user(self.lists, user_id)
+        return msg
 
     def close(self) -> None:
         self._consumer.close()

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.concurrency import run_in_threadpool
 
 from schemas.click_event import ClickEvent, EventLimits, parse_click_event
+from schemas.recommendation import list_for_new_user
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ def create_app(settings: ApiSettings, producer: Any, lists: LatestLists, kafka_r
     async def get_recommendations(user_id: str) -> Response:
         if not lists.ready.is_set():
             return JSONResponse({"error": "still reading the recommendations topic"}, status_code=503)
-        msg = lists.lists.get(user_id)
+        # a user with no list of their own gets the popular-jobs list (source fallback), once one was published
+        msg = lists.lists.get(user_id) or list_for_new_user(lists.lists, user_id)
         if msg is None:
             return JSONResponse({"error": f"no list for user {user_id!r}"}, status_code=404)
         return JSONResponse(msg)

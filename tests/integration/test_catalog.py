@@ -21,6 +21,7 @@ from batch.jobs_table import load_jobs_csv
 from batch.train import train_model, write_model
 from schemas import tables as t
 from schemas.config import load_config
+from schemas.recommendation import NEW_USER_KEY
 from streaming.app import als_params, ingest_settings, publish_model, run_speed
 from streaming.clients import RecommendationsConsumer
 from streaming.connections import ensure_topics, python_client_args
@@ -39,6 +40,17 @@ def seed_categories() -> dict[str, str]:
         return {
             r["jobID"]: ("Retail" if r["job_category"] == "Retial" else r["job_category"]) for r in csv.DictReader(f)
         }
+
+
+def popular_capped(history: dict[str, set[str]], category: dict[str, str], hidden: set[str], n: int) -> list[str]:
+    """The list for new users, worked out here: jobs by how many users clicked them (then job id), hidden ones
+    left out, at most CAP of a category."""
+    users_per_job = Counter(job for jobs in history.values() for job in jobs)
+    taken: list[str] = []
+    for job, _ in sorted(users_per_job.items(), key=lambda kv: (-kv[1], kv[0])):
+        if job not in hidden and sum(category[j] == category[job] for j in taken) < CAP:
+            taken.append(job)
+    return taken[:n]
 
 
 def seed_history() -> dict[str, set[str]]:
@@ -121,6 +133,9 @@ def test_a_closed_or_expired_job_is_in_no_list_published_after_the_event(spark, 
     # 1. a batch publish with the open catalog: the category cap holds, and we find the most listed jobs
     publish_model(spark, cfg, cfg.kafka.bootstrap_servers, model.model_version)
     before = read_lists(cfg)
+    new_user = before.pop(NEW_USER_KEY)
+    assert new_user["source"] == t.SOURCE_FALLBACK
+    assert [i["job_id"] for i in new_user["items"]] == popular_capped(history, category, set(), cfg.publish.top_n)
     listed = Counter(i["job_id"] for m in before.values() for i in m["items"])
     for m in before.values():
         per_category = Counter(category[i["job_id"]] for i in m["items"])
@@ -219,6 +234,9 @@ def test_a_closed_or_expired_job_is_in_no_list_published_after_the_event(spark, 
     latest = read_lists(cfg)
     batch_lists = {u: m for u, m in latest.items() if m["source"] == t.SOURCE_BATCH}
     assert len(batch_lists) == n == len(before)
+    # the list for new users leaves them out too
+    hidden = {closing, expiring}
+    assert [i["job_id"] for i in latest[NEW_USER_KEY]["items"]] == popular_capped(history, category, hidden, 10)
     for m in batch_lists.values():
         jobs = [i["job_id"] for i in m["items"]]
         assert closing not in jobs and expiring not in jobs and len(jobs) == cfg.publish.top_n

@@ -140,6 +140,20 @@ def test_read_api_answers_the_newest_list(api) -> None:
         time.sleep(0.3)
     assert status == 200 and json.loads(body)["model_version"] == "v2"
     assert call(base, "/v1/recommendations/nobody")[0] == 404
+    # once the list for new users is published, a user without a list gets it, addressed to them
+    generic = {**msg, "user_id": "*", "source": "fallback", "items": [{"job_id": "popular", "score": 0.0, "rank": 1}]}
+    producer = make_producer(cfg)
+    producer.send(cfg.kafka.recommendations_topic, key=b"*", value=json.dumps(generic).encode()).get(30)
+    producer.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (status := call(base, "/v1/recommendations/nobody")[0]) != 200:
+        time.sleep(0.3)
+    status, body = call(base, "/v1/recommendations/nobody")
+    answer = json.loads(body)
+    assert status == 200 and answer["user_id"] == "nobody" and answer["source"] == "fallback"
+    assert answer["items"][0]["job_id"] == "popular"
+    # a user with a list of their own still gets theirs
+    assert json.loads(call(base, "/v1/recommendations/reader")[1])["model_version"] == "v2"
 
 
 def test_broker_down_means_503_and_nothing_acknowledged_is_lost(api) -> None:

@@ -18,6 +18,7 @@ from batch.backfill import CsvLayout, load_counts_csv
 from batch.train import serving_model_version, train_model, write_model
 from schemas import tables as t
 from schemas.config import load_config
+from schemas.recommendation import NEW_USER_KEY
 from streaming.app import als_params, publish_model
 from streaming.connections import ensure_topics, python_client_args
 from streaming.delta_tables import table_path
@@ -108,7 +109,10 @@ def test_publish_sends_every_user_one_valid_list_of_unseen_jobs(spark, trained) 
     lists = read_latest_lists(
         python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), cfg.kafka.recommendations_topic
     )
+    new_user = lists.pop(NEW_USER_KEY)
     assert set(lists) == set(train)
+    jsonschema.validate(new_user, schema)
+    assert new_user["source"] == "fallback" and len(new_user["items"]) == cfg.publish.top_n
     for user, msg in lists.items():
         jsonschema.validate(msg, schema)
         jobs = [item["job_id"] for item in msg["items"]]
@@ -120,7 +124,7 @@ def test_publish_sends_every_user_one_valid_list_of_unseen_jobs(spark, trained) 
         assert msg["user_id"] == user and msg["model_version"] == model.model_version and msg["source"] == "batch"
     # the same lists are in the recommendations table
     table = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.RECOMMENDATIONS))
-    assert table.where(table[t.MODEL_VERSION] == model.model_version).count() == len(train)
+    assert table.where(table[t.MODEL_VERSION] == model.model_version).count() == len(train) + 1
 
 
 def test_fold_in_of_an_unchanged_history_matches_the_trained_factor(spark, trained) -> None:
