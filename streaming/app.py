@@ -171,6 +171,7 @@ def build_api(cfg: Config, bootstrap: str):
     settings = ApiSettings(
         cfg.kafka.clicks_topic,
         cfg.kafka.recommendations_topic,
+        cfg.kafka.jobs_topic,
         cfg.api.max_body_bytes,
         cfg.api.max_batch_events,
         cfg.api.token,

@@ -5,8 +5,9 @@
   are acknowledged only after every Kafka broker in sync has them (acks=all); while Kafka is unreachable the API
   answers 503 and acknowledges nothing, so a client retries (safely: the pipeline drops repeated event_ids).
   400 when no event is acceptable, 413 over api.max_body_bytes or api.max_batch_events.
+- POST /v1/jobs/events: job events (job event v1: posted, closed) to the jobs topic, the same way.
 - GET /v1/recommendations/{user_id}: the newest list from the compacted recommendations topic, followed by a
-  background consumer.
+  background consumer; a user without a list gets the list for new users (key '*') once one was published.
 - /healthz (the process lives), /readyz (Kafka answers), /metrics (Prometheus text format).
 Optional bearer-token auth (api.token, from a Secret).
 """
@@ -26,7 +27,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from schemas.click_event import ClickEvent, EventLimits, parse_click_event
+from schemas.click_event import EventLimits, Rejection, parse_click_event
+from schemas.job_event import parse_job_event
 from schemas.recommendation import list_for_new_user
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 class ApiSettings:
     clicks_topic: str
     recommendations_topic: str
+    jobs_topic: str
     max_body_bytes: int
     max_batch_events: int
     token: str
@@ -93,8 +96,9 @@ def split_body(body: bytes, content_type: str) -> list[bytes] | None:
 def create_app(settings: ApiSettings, producer: Any, lists: LatestLists, kafka_ready: Callable[[], bool]) -> FastAPI:
     app = FastAPI(title="jobrec API", version="1")
     registry = CollectorRegistry()
-    accepted = Counter("jobrec_events_accepted_total", "events acknowledged by Kafka", registry=registry)
-    rejected = Counter("jobrec_events_rejected_total", "events refused", ["reason"], registry=registry)
+    # kind: click (POST /v1/events) or job (POST /v1/jobs/events)
+    accepted = Counter("jobrec_events_accepted_total", "events acknowledged by Kafka", ["kind"], registry=registry)
+    rejected = Counter("jobrec_events_rejected_total", "events refused", ["kind", "reason"], registry=registry)
     unavailable = Counter("jobrec_kafka_unavailable_total", "requests answered 503", registry=registry)
     kafka_latency = Histogram(
         "jobrec_kafka_ack_seconds", "time to Kafka's acknowledgement of a request's events", registry=registry
@@ -111,6 +115,18 @@ def create_app(settings: ApiSettings, producer: Any, lists: LatestLists, kafka_r
 
     @app.post("/v1/events")
     async def post_events(request: Request) -> Response:
+        """Click events (schemas/click_event.v1.json) to the clicks topic, keyed by user_id."""
+        return await produce(request, parse_click_event, settings.clicks_topic, lambda e: e.user_id, "click")
+
+    @app.post("/v1/jobs/events")
+    async def post_job_events(request: Request) -> Response:
+        """Job events (schemas/job_event.v1.json: posted, closed) to the jobs topic, keyed by job_id."""
+        return await produce(request, parse_job_event, settings.jobs_topic, lambda e: e.job_id, "job")
+
+    async def produce(
+        request: Request, parse: Callable[..., Any], topic: str, key_of: Callable[[Any], str], kind: str
+    ) -> Response:
+        """Validate every event of the body, send the good ones, answer per event once Kafka acknowledged them."""
         # read at most max_body_bytes; drain (a bounded amount of) the rest so the client hears the 413
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -127,22 +143,20 @@ def create_app(settings: ApiSettings, producer: Any, lists: LatestLists, kafka_r
             return JSONResponse({"error": f"more than {settings.max_batch_events} events"}, status_code=413)
         now_ms = int(time.time() * 1000)
         results: list[dict[str, Any]] = []
-        good: list[tuple[int, ClickEvent, bytes]] = []
+        good: list[tuple[int, Any, bytes]] = []
         for i, raw in enumerate(raws):
-            verdict = parse_click_event(raw, now_ms, settings.limits)
-            if isinstance(verdict, ClickEvent):
+            verdict = parse(raw, now_ms, settings.limits)
+            if not isinstance(verdict, Rejection):
                 good.append((i, verdict, raw))
                 results.append({"index": i, "status": "accepted", "event_id": verdict.event_id})
             else:
-                rejected.labels(verdict.code).inc()
+                rejected.labels(kind, verdict.code).inc()
                 results.append({"index": i, "status": "rejected", "field": verdict.field, "reason": verdict.reason})
         if good:
             started = time.monotonic()
 
             def send_and_wait() -> None:
-                futures = [
-                    producer.send(settings.clicks_topic, key=e.user_id.encode(), value=raw) for _, e, raw in good
-                ]
+                futures = [producer.send(topic, key=key_of(e).encode(), value=raw) for _, e, raw in good]
                 # wait for this request's records only: a flush() would also wait for every other request's,
                 # serialising concurrent requests behind each other
                 for f in futures:
@@ -160,7 +174,7 @@ def create_app(settings: ApiSettings, producer: Any, lists: LatestLists, kafka_r
                     headers={"Retry-After": "5"},
                 )
             kafka_latency.observe(time.monotonic() - started)
-            accepted.inc(len(good))
+            accepted.labels(kind).inc(len(good))
         status = 200 if good else 400
         return JSONResponse(
             {"accepted": len(good), "rejected": len(raws) - len(good), "results": results}, status_code=status

@@ -63,16 +63,49 @@ class IngestSettings:
         return f"{self.checkpoint.rstrip('/')}-jobs"
 
 
-def parse_kafka_records(records: DataFrame, limits: EventLimits) -> DataFrame:
-    """Kafka source rows -> one row per record: event fields or a rejection reason (see streaming.parse)."""
-    selected = records.select(
+def kafka_source(spark: SparkSession, settings: IngestSettings, topic: str) -> DataFrame:
+    """The streaming Kafka source of one topic, with the ingest's offsets settings."""
+    return (
+        spark.readStream.format("kafka")
+        .options(**settings.kafka_options)
+        .option("subscribe", topic)
+        .option("startingOffsets", settings.starting_offsets)
+        .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
+        .option("failOnDataLoss", "true")
+        .load()
+    )
+
+
+def kafka_columns(records: DataFrame) -> DataFrame:
+    """Kafka source rows -> the input columns of the parsers (streaming.parse, streaming.job_events)."""
+    return records.select(
         F.col("value").alias(parse.IN_VALUE),
         F.col("topic").alias(parse.IN_TOPIC),
         F.col("partition").alias(parse.IN_PARTITION),
         F.col("offset").alias(parse.IN_OFFSET),
         F.unix_millis(F.col("timestamp")).alias(parse.IN_RECEIVED_MS),
     )
-    parsed = selected.mapInArrow(lambda batches: parse.parse_record_batches(batches, limits), parse.PARSED_DDL)
+
+
+def dead_letter_rows(parsed: DataFrame, batch_id: int) -> DataFrame:
+    """The rejected rows of a parsed micro-batch, in the dead_letters schema."""
+    return parsed.where(F.col(t.REASON_CODE).isNotNull()).select(
+        t.RAW,
+        t.KAFKA_TOPIC,
+        t.KAFKA_PARTITION,
+        t.KAFKA_OFFSET,
+        t.RECEIVED_AT,
+        t.REASON_CODE,
+        t.REASON,
+        F.lit(batch_id).cast("long").alias(t.BATCH_ID),
+    )
+
+
+def parse_kafka_records(records: DataFrame, limits: EventLimits) -> DataFrame:
+    """Kafka source rows -> one row per record: event fields or a rejection reason (see streaming.parse)."""
+    parsed = kafka_columns(records).mapInArrow(
+        lambda batches: parse.parse_record_batches(batches, limits), parse.PARSED_DDL
+    )
     return parsed.select(
         "*",
         F.timestamp_micros(F.col(parse.OCCURRED_AT_US)).alias(t.OCCURRED_AT),
@@ -107,16 +140,7 @@ def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings
     try:
         if batch.isEmpty():  # e.g. the batch Spark runs only to move the watermark on
             return {"events": 0, "dead_letters": 0}
-        rejected = batch.where(F.col(t.REASON_CODE).isNotNull()).select(
-            t.RAW,
-            t.KAFKA_TOPIC,
-            t.KAFKA_PARTITION,
-            t.KAFKA_OFFSET,
-            t.RECEIVED_AT,
-            t.REASON_CODE,
-            t.REASON,
-            F.lit(batch_id).cast("long").alias(t.BATCH_ID),
-        )
+        rejected = dead_letter_rows(batch, batch_id)
         events = batch.where(F.col(t.REASON_CODE).isNull()).select(
             t.EVENT_ID,
             t.USER_ID,
@@ -165,14 +189,7 @@ def start_ingest(
     """Start the ingest query: `once` reads what is on the topic now and stops (availableNow)."""
     for name in (t.DEAD_LETTERS, t.EVENTS, t.INTERACTIONS):
         ensure_delta_table(spark, settings.tables_root, name)
-    reader = spark.readStream.format("kafka").options(**settings.kafka_options)
-    records = (
-        reader.option("subscribe", settings.clicks_topic)
-        .option("startingOffsets", settings.starting_offsets)
-        .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
-        .option("failOnDataLoss", "true")
-        .load()
-    )
+    records = kafka_source(spark, settings, settings.clicks_topic)
     deduped = drop_repeated_events(parse_kafka_records(records, settings.limits), settings.dedup_window)
     writer = (
         deduped.writeStream.queryName(QUERY_NAME)

@@ -26,7 +26,7 @@ from schemas.click_event import EventLimits
 from schemas.job_event import JobEvent, parse_job_event
 from streaming import parse
 from streaming.delta_tables import ensure_delta_table
-from streaming.ingest import IngestSettings
+from streaming.ingest import IngestSettings, dead_letter_rows, kafka_columns, kafka_source
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +43,10 @@ PARSED_JOB_ARROW_SCHEMA = pa.schema(
         (t.CATEGORY, pa.string()),
         (t.RAW_CATEGORY, pa.string()),
         (EXPIRES_AT_US, pa.int64()),
-        (t.REASON_CODE, pa.string()),
-        (t.REASON, pa.string()),
-        (t.RAW, pa.binary()),
-        (t.KAFKA_TOPIC, pa.string()),
-        (t.KAFKA_PARTITION, pa.int32()),
-        (t.KAFKA_OFFSET, pa.int64()),
-        (parse.IN_RECEIVED_MS, pa.int64()),
+        *parse.VERDICT_FIELDS,
     ]
 )
-PARSED_JOB_DDL = (
-    f"{t.EVENT_ID} STRING, {t.JOB_ID} STRING, {t.ACTION} STRING, {parse.OCCURRED_AT_US} BIGINT, "
-    f"{t.CATEGORY} STRING, {t.RAW_CATEGORY} STRING, {EXPIRES_AT_US} BIGINT, {t.REASON_CODE} STRING, "
-    f"{t.REASON} STRING, {t.RAW} BINARY, {t.KAFKA_TOPIC} STRING, {t.KAFKA_PARTITION} INT, "
-    f"{t.KAFKA_OFFSET} BIGINT, {parse.IN_RECEIVED_MS} BIGINT"
-)
+PARSED_JOB_DDL = parse.spark_ddl(PARSED_JOB_ARROW_SCHEMA)
 _EVENT_COLUMNS = (t.EVENT_ID, t.JOB_ID, t.ACTION, parse.OCCURRED_AT_US, t.CATEGORY, t.RAW_CATEGORY, EXPIRES_AT_US)
 
 
@@ -103,13 +92,6 @@ def _normaliser(settings: IngestSettings) -> CategoryNormaliser:
 
 
 def parse_job_records(records: DataFrame, settings: IngestSettings) -> DataFrame:
-    selected = records.select(
-        F.col("value").alias(parse.IN_VALUE),
-        F.col("topic").alias(parse.IN_TOPIC),
-        F.col("partition").alias(parse.IN_PARTITION),
-        F.col("offset").alias(parse.IN_OFFSET),
-        F.unix_millis(F.col("timestamp")).alias(parse.IN_RECEIVED_MS),
-    )
     limits, ttl = settings.limits, settings.default_ttl_days
 
     def parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -117,7 +99,7 @@ def parse_job_records(records: DataFrame, settings: IngestSettings) -> DataFrame
         for b in batches:
             yield parse_job_record_batch(b, limits, normaliser, ttl)
 
-    parsed = selected.mapInArrow(parse_batches, PARSED_JOB_DDL)
+    parsed = kafka_columns(records).mapInArrow(parse_batches, PARSED_JOB_DDL)
     return parsed.select(
         "*",
         F.timestamp_micros(F.col(parse.OCCURRED_AT_US)).alias(t.OCCURRED_AT),
@@ -144,16 +126,7 @@ def write_job_events_batch(batch: DataFrame, batch_id: int, settings: IngestSett
         n_rejected = int(counts["rejected"])
         n_events = int(counts["all"]) - n_rejected
         if n_rejected:
-            rejected = batch.where(F.col(t.REASON_CODE).isNotNull()).select(
-                t.RAW,
-                t.KAFKA_TOPIC,
-                t.KAFKA_PARTITION,
-                t.KAFKA_OFFSET,
-                t.RECEIVED_AT,
-                t.REASON_CODE,
-                t.REASON,
-                F.lit(batch_id).cast("long").alias(t.BATCH_ID),
-            )
+            rejected = dead_letter_rows(batch, batch_id)
             (
                 rejected.write.format("delta")
                 .mode("append")
@@ -186,15 +159,7 @@ def start_job_events(
     """Start the job-events query; `once` reads what is on the topic now and stops."""
     for name in (t.DEAD_LETTERS, t.JOBS):
         ensure_delta_table(spark, settings.tables_root, name)
-    records = (
-        spark.readStream.format("kafka")
-        .options(**settings.kafka_options)
-        .option("subscribe", settings.jobs_topic)
-        .option("startingOffsets", settings.starting_offsets)
-        .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
-        .option("failOnDataLoss", "true")
-        .load()
-    )
+    records = kafka_source(spark, settings, settings.jobs_topic)
     writer = (
         parse_job_records(records, settings)
         .writeStream.queryName(QUERY_NAME)

@@ -23,13 +23,25 @@ IN_RECEIVED_MS = "received_ms"
 
 OCCURRED_AT_US = "occurred_at_us"
 
-# output: one row per record; reason_code is null for a valid event, raw is kept only for a rejected one
-PARSED_DDL = (
-    f"{t.EVENT_ID} STRING, {t.USER_ID} STRING, {t.JOB_ID} STRING, {t.EVENT_TYPE} STRING, {OCCURRED_AT_US} BIGINT, "
-    f"{t.REASON_CODE} STRING, {t.REASON} STRING, {t.RAW} BINARY, {t.KAFKA_TOPIC} STRING, "
-    f"{t.KAFKA_PARTITION} INT, {t.KAFKA_OFFSET} BIGINT, {IN_RECEIVED_MS} BIGINT"
-)
+# the columns every parser's output ends with: the verdict and where the record came from
+VERDICT_FIELDS: list[tuple[str, pa.DataType]] = [
+    (t.REASON_CODE, pa.string()),
+    (t.REASON, pa.string()),
+    (t.RAW, pa.binary()),
+    (t.KAFKA_TOPIC, pa.string()),
+    (t.KAFKA_PARTITION, pa.int32()),
+    (t.KAFKA_OFFSET, pa.int64()),
+    (IN_RECEIVED_MS, pa.int64()),
+]
+_SPARK_TYPES = {pa.string(): "STRING", pa.binary(): "BINARY", pa.int32(): "INT", pa.int64(): "BIGINT"}
 
+
+def spark_ddl(schema: pa.Schema) -> str:
+    """The Spark DDL of an Arrow schema of the types above (what mapInArrow is told it returns)."""
+    return ", ".join(f"{f.name} {_SPARK_TYPES[f.type]}" for f in schema)
+
+
+# output: one row per record; reason_code is null for a valid event, raw is kept only for a rejected one
 PARSED_ARROW_SCHEMA = pa.schema(
     [
         (t.EVENT_ID, pa.string()),
@@ -37,15 +49,10 @@ PARSED_ARROW_SCHEMA = pa.schema(
         (t.JOB_ID, pa.string()),
         (t.EVENT_TYPE, pa.string()),
         (OCCURRED_AT_US, pa.int64()),
-        (t.REASON_CODE, pa.string()),
-        (t.REASON, pa.string()),
-        (t.RAW, pa.binary()),
-        (t.KAFKA_TOPIC, pa.string()),
-        (t.KAFKA_PARTITION, pa.int32()),
-        (t.KAFKA_OFFSET, pa.int64()),
-        (IN_RECEIVED_MS, pa.int64()),
+        *VERDICT_FIELDS,
     ]
 )
+PARSED_DDL = spark_ddl(PARSED_ARROW_SCHEMA)
 
 
 def parse_record_batch(batch: pa.RecordBatch, limits: EventLimits) -> pa.RecordBatch:

@@ -16,7 +16,7 @@ from schemas.config import load_config
 from streaming.app import build_api
 from streaming.connections import ensure_topics, python_client_args
 from streaming.embedded_kafka import free_port, start_broker, stop_broker
-from streaming.producer import make_click_event
+from streaming.producer import make_click_event, make_job_event
 from tests.integration.conftest import broker_config, make_producer, write_config
 
 TOKEN = "test-token"
@@ -63,11 +63,12 @@ def call(
         return e.code, e.read()
 
 
-def topic_event_ids(cfg) -> list[str]:
+def topic_event_ids(cfg, topic: str | None = None) -> list[str]:
     from kafka import KafkaConsumer, TopicPartition
 
+    topic = topic or cfg.kafka.clicks_topic
     consumer = KafkaConsumer(**python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), enable_auto_commit=False)
-    parts = [TopicPartition(cfg.kafka.clicks_topic, p) for p in consumer.partitions_for_topic(cfg.kafka.clicks_topic)]
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
     end = consumer.end_offsets(parts)
@@ -115,6 +116,23 @@ def test_a_batch_with_some_bad_events_keeps_the_good_ones(api) -> None:
     status, body = call(base, "/metrics")
     assert status == 200 and b"jobrec_events_accepted_total" in body
     assert call(base, "/healthz", token=None)[0] == 200 and call(base, "/readyz", token=None)[0] == 200
+
+
+def test_job_events_over_http_go_to_the_jobs_topic(api) -> None:
+    base, cfg, _ = api
+    close = make_job_event("j-closing", "closed")
+    post = make_job_event("j-new", "posted", category="Retial")
+    bad = {**make_job_event("j-bad", "closed"), "category": "IT"}  # a close carries no category
+    status, body = call(base, "/v1/jobs/events", json.dumps([close, bad, post]).encode())
+    answer = json.loads(body)
+    assert status == 200 and (answer["accepted"], answer["rejected"]) == (2, 1)
+    assert answer["results"][1]["field"] == "category" and "field_not_allowed" in answer["results"][1]["reason"]
+    on_topic = topic_event_ids(cfg, cfg.kafka.jobs_topic)
+    assert {close["event_id"], post["event_id"]} <= set(on_topic) and bad["event_id"] not in on_topic
+    # a click event is not a job event
+    status, body = call(base, "/v1/jobs/events", json.dumps(make_click_event("u", "j")).encode())
+    verdict = json.loads(body)["results"][0]
+    assert status == 400 and verdict["reason"].startswith("unknown_field") and verdict["field"] == "event_type"
 
 
 def test_read_api_answers_the_newest_list(api) -> None:
