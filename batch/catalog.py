@@ -83,6 +83,10 @@ def wins(occurred_at: datetime, action: str, updated_at: datetime | None, status
 
 
 def expiry(event: JobEvent, default_ttl_days: float) -> datetime | None:
+    """When a posted job stops being recommended: its expires_at, else default_ttl_days after posting; a close
+    has none."""
+    if event.action == CLOSED:
+        return None
     if event.expires_at is not None:
         return event.expires_at
     if default_ttl_days > 0:

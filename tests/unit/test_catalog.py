@@ -208,3 +208,32 @@ def test_speed_layer_drops_a_job_from_lists_once_its_close_event_arrived() -> No
     assert top not in after and len(after) == 5
     # the list is the old one without the closed job, the next job moving up
     assert after[:4] == before[1:]
+
+
+def test_job_events_parse_with_normalised_category_and_default_expiry() -> None:
+    import pyarrow as pa
+
+    from streaming import job_events, parse
+
+    records = [
+        job_event(event_id="a", category="retial"),  # posted at 12:00, no expiry: the default TTL applies
+        job_event(event_id="b", action="closed"),
+        b"{broken",
+    ]
+    batch = pa.RecordBatch.from_pydict(
+        {
+            parse.IN_VALUE: records,
+            parse.IN_TOPIC: ["jobs"] * 3,
+            parse.IN_PARTITION: [0] * 3,
+            parse.IN_OFFSET: [10, 11, 12],
+            parse.IN_RECEIVED_MS: [RECEIVED_MS] * 3,
+        }
+    )
+    normaliser = CategoryNormaliser(CATEGORIES, {"Retial": "Retail"})
+    out = job_events.parse_job_record_batch(batch, EventLimits(), normaliser, default_ttl_days=30).to_pydict()
+    assert out["event_id"] == ["a", "b", None]
+    assert out["category"] == ["Retail", None, None] and out["raw_category"] == ["retial", None, None]
+    posted_us = int(datetime(2026, 11, 26, 12, tzinfo=UTC).timestamp()) * 1_000_000
+    assert out[job_events.EXPIRES_AT_US] == [posted_us + 30 * 86_400 * 1_000_000, None, None]
+    assert out["reason_code"] == [None, None, "invalid_json"] and out["raw"][2] == b"{broken"
+    assert out["kafka_offset"] == [10, 11, 12]
