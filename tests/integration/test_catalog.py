@@ -76,9 +76,14 @@ def catalog_pipeline(spark, broker, tmp_path_factory):
     cfg = load_config(config, env={})
     ensure_topics(cfg.kafka, broker.bootstrap)
     load_counts_csv(
-        spark, str(SEED_DIR / "job_clicks.csv"), CsvLayout(), cfg.storage.tables_root, "click", cfg.ingest.weights,
+        spark,
+        str(SEED_DIR / "job_clicks.csv"),
+        CsvLayout(),
+        cfg.storage.tables_root,
+        "click",
+        cfg.ingest.weights,
         binary=True,
-    )  # fmt: skip
+    )
     report = load_jobs_csv(
         spark,
         str(SEED_DIR / "jobs.csv"),

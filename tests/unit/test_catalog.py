@@ -90,8 +90,18 @@ def test_category_normalisation_fixes_and_counts() -> None:
     n = CategoryNormaliser(CATEGORIES, {"Retial": "Retail", "BI": "Business Intelligence"})
     raws = ["IT", "Retial", "Retial", " retail", "RETIAL", "business  intelligence", "bi", "Sales ", None, ""]
     got = [n.normalise(r) for r in raws]
-    assert got == ["IT", "Retail", "Retail", "Retail", "Retail", "Business Intelligence", "Business Intelligence",
-                   "Sales", None, None]  # fmt: skip
+    assert got == [
+        "IT",
+        "Retail",
+        "Retail",
+        "Retail",
+        "Retail",
+        "Business Intelligence",
+        "Business Intelligence",
+        "Sales",
+        None,
+        None,
+    ]
     assert n.n_fixed == 6  # all but "IT" (as is), "Sales" (unknown) and the two empty ones
     assert n.fixed[("Retial", "Retail")] == 2
     assert n.unrecognised == {"Sales": 1}
@@ -154,8 +164,9 @@ def test_serving_filter_hides_closed_and_expired_jobs_only() -> None:
 
 def model(n_jobs: int = 12, rank: int = 3) -> ServingModel:
     rng = np.random.default_rng(3)
-    return ServingModel("v1", [f"j{i}" for i in range(n_jobs)], rng.normal(size=(n_jobs, rank)), 5.0, 0.1,
-                        popular=list(range(n_jobs)))  # fmt: skip
+    return ServingModel(
+        "v1", [f"j{i}" for i in range(n_jobs)], rng.normal(size=(n_jobs, rank)), 5.0, 0.1, popular=list(range(n_jobs))
+    )
 
 
 def catalog_of(m: ServingModel) -> CatalogState:
@@ -191,13 +202,19 @@ def test_speed_layer_drops_a_job_from_lists_once_its_close_event_arrived() -> No
     filters, stats, limits = FilterCache(), SpeedStats(), EventLimits()
 
     def click(event_id: str) -> bytes:
-        doc = {"event_id": event_id, "user_id": "u", "job_id": "j0", "event_type": "click",
-               "occurred_at": "2026-11-26T12:00:00Z"}  # fmt: skip
+        doc = {
+            "event_id": event_id,
+            "user_id": "u",
+            "job_id": "j0",
+            "event_type": "click",
+            "occurred_at": "2026-11-26T12:00:00Z",
+        }
         return json.dumps(doc).encode()
 
     def listed(event_id: str) -> list[str]:
-        [(_, message)] = process_records([(click(event_id), RECEIVED_MS)], histories, RecentIds(), m, 5, limits,
-                                         stats, catalog, filters)  # fmt: skip
+        [(_, message)] = process_records(
+            [(click(event_id), RECEIVED_MS)], histories, RecentIds(), m, 5, limits, stats, catalog, filters
+        )
         return [i["job_id"] for i in json.loads(message)["items"]]
 
     before = listed("c1")
