@@ -36,9 +36,10 @@ test-unit: setup  ## only the tests that need no JVM
 lint: setup  ## ruff
 	$(BIN)/ruff check schemas streaming batch tests
 
-bench: setup  ## benchmarks that print figures (ingest rate, retrain time)
+bench: setup  ## benchmarks that print figures (ingest rate, retrain time, HTTP API rate and latency)
 	$(BIN)/jobrec bench ingest
 	$(BIN)/jobrec bench retrain
+	$(BIN)/jobrec bench api --seconds 15
 
 clean:  ## remove local state (Kafka data, Delta tables, checkpoints), keep venv and jar cache
 	rm -rf .local
