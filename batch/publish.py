@@ -115,9 +115,10 @@ def recommend_top_n(
     generated_at: datetime,
     catalog: list[CatalogRow] | None = None,
     max_per_category: int = 0,
+    new_user_list: bool = False,
 ) -> DataFrame:
-    """One row per user with factors: (user_id, newest_event_at, items, message), and one row keyed
-    NEW_USER_KEY with the popular-jobs list for users who have no list.
+    """One row per user with factors: (user_id, newest_event_at, items, message); with `new_user_list`, one
+    more row keyed NEW_USER_KEY with the popular-jobs list for users who have no list (what a publish sends).
 
     `catalog` (the jobs table's rows) hides closed and expired jobs and gives the categories for the cap.
     """
@@ -142,6 +143,8 @@ def recommend_top_n(
         ),
         RECS_DDL,
     )
+    if not new_user_list:
+        return per_user
     users_per_job = {r[0]: r[1] for r in interactions.groupBy(t.JOB_ID).count().collect()}
     items = popular_items(users_per_job, job_ids, allowed, n, max_per_category)
     new_user = spark.createDataFrame(

@@ -80,6 +80,7 @@ def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_versio
         generated_at,
         read_catalog_rows(spark, cfg.storage.tables_root),
         cfg.publish.max_per_category,
+        new_user_list=True,
     )
     return publish_recommendations(
         spark,
