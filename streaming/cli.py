@@ -377,7 +377,11 @@ def cmd_show(cfg: Config, args: argparse.Namespace) -> int:
     lists = read_latest_lists(python_client_args(cfg.kafka, resolve_bootstrap(cfg)), cfg.kafka.recommendations_topic)
     users = args.user or sorted(lists)[: args.limit]
     print_lists(lists, users, None)
-    print(f"({len(lists)} users have a list on {cfg.kafka.recommendations_topic})")
+    from schemas.recommendation import NEW_USER_KEY
+
+    n_users = len(lists) - (NEW_USER_KEY in lists)
+    new_users = f", and the list for new users (key {NEW_USER_KEY})" if NEW_USER_KEY in lists else ""
+    print(f"({n_users} users have a list on {cfg.kafka.recommendations_topic}{new_users})")
     return 0
 
 

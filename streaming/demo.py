@@ -18,6 +18,7 @@ from pathlib import Path
 
 from schemas import tables as t
 from schemas.config import Config
+from schemas.recommendation import NEW_USER_KEY
 
 log = logging.getLogger("jobrec.demo")
 
@@ -168,7 +169,9 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
         categories = read_job_categories(spark, cfg.storage.tables_root)
         lists = read_latest_lists(python_client_args(cfg.kafka, bootstrap), cfg.kafka.recommendations_topic)
         print_lists(lists, list(DEMO_USERS), categories)
-        print(f"\n   {len(lists)} users have a list on the topic.")
+        n_users = len(lists) - (NEW_USER_KEY in lists)
+        print(f"\n   {n_users} users have a list on the topic; users with no history get the list under key *:")
+        print_lists(lists, [NEW_USER_KEY], categories)
 
         print("== 7/7 near-real-time: a new click refreshes that user's list (fold-in, no retrain); a job closes")
         _show_fold_in(spark, cfg, bootstrap, lists, categories)
