@@ -82,6 +82,11 @@ def wins(occurred_at: datetime, action: str, updated_at: datetime | None, status
     return (occurred_at, action == CLOSED) > (updated_at, status == t.JOB_CLOSED)
 
 
+def hidden(status: str, expires_at: datetime | None, now: datetime) -> bool:
+    """May a job not be recommended at `now`? Closed, or past its expiry."""
+    return status == t.JOB_CLOSED or (expires_at is not None and expires_at <= now)
+
+
 def expiry(event: JobEvent, default_ttl_days: float) -> datetime | None:
     """When a posted job stops being recommended: its expires_at, else default_ttl_days after posting; a close
     has none."""
@@ -151,13 +156,13 @@ class CatalogState:
         state = self.jobs.get(job_id)
         return state.category if state else None
 
+    def categories_of(self, jobs: Iterable[str]) -> set[str]:
+        """The categories of these jobs, as the catalog says now (a job may have been posted since a retrain)."""
+        return {c for c in map(self.category, jobs) if c}
+
     def unavailable(self, now: datetime) -> set[str]:
         """Jobs that must not be recommended at `now`: closed, or past their expiry. Unlisted jobs are allowed."""
-        return {
-            job
-            for job, s in self.jobs.items()
-            if s.status == t.JOB_CLOSED or (s.expires_at is not None and s.expires_at <= now)
-        }
+        return {job for job, s in self.jobs.items() if hidden(s.status, s.expires_at, now)}
 
     def next_expiry_after(self, now: datetime) -> datetime | None:
         """When the set of unavailable jobs next changes by time alone (an open job's expiry)."""
@@ -203,7 +208,7 @@ def serving_filter(
         if row is None:
             continue
         _, category, status, expires_at, _, _ = row
-        excluded[i] = status == t.JOB_CLOSED or (expires_at is not None and expires_at <= now)
+        excluded[i] = hidden(status, expires_at, now)
         if category:
             categories[i] = code[category]
     return ServingFilter(excluded, categories, names)

@@ -26,6 +26,11 @@ _RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+def epoch_micros(dt: datetime) -> int:
+    """An aware datetime as microseconds since the epoch (what Spark's timestamp_micros reads)."""
+    return (dt - _EPOCH) // timedelta(microseconds=1)
+
+
 @dataclass(frozen=True)
 class ClickEvent:
     """A click event that passed the contract; occurred_at is timezone-aware UTC."""
@@ -38,7 +43,7 @@ class ClickEvent:
 
     @property
     def occurred_at_micros(self) -> int:
-        return (self.occurred_at - _EPOCH) // timedelta(microseconds=1)
+        return epoch_micros(self.occurred_at)
 
 
 @dataclass(frozen=True)

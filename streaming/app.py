@@ -118,7 +118,7 @@ def run_speed(spark: SparkSession, cfg: Config, bootstrap: str, should_stop, sta
         CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases), cfg.catalog.default_ttl_days
     )
     catalog.load(read_catalog_rows(spark, cfg.storage.tables_root))
-    histories = Histories(cfg.ingest.weights, catalog)
+    histories = Histories(cfg.ingest.weights)
     n_rows = load_histories(spark, cfg.storage.tables_root, histories)
     models = ModelHolder(
         lambda current: load_serving_model(spark, cfg.storage.tables_root, current), cfg.fold_in.model_check_seconds

@@ -204,33 +204,27 @@ def start_ingest(
 
 
 def run_ingest(
-    start: Callable[[], StreamingQuery | list[StreamingQuery]],
+    start: Callable[[], list[StreamingQuery]],
     *,
     backoff_seconds: float,
     should_stop: Callable[[], bool] = lambda: False,
     heartbeat: Callable[[], None] = lambda: None,
 ) -> None:
-    """Keep the ingest running: when the query fails (brokers unreachable, say), log why and start it again.
+    """Keep the ingest queries running: when one fails (brokers unreachable, say), log why and start all again.
 
     The checkpoint makes a restart resume exactly where the failed query stopped.
     """
     from pyspark.errors import StreamingQueryException
 
     while not should_stop():
-        started = start()
-        queries = started if isinstance(started, list) else [started]
+        queries = start()
         try:
-            while all(q.isActive for q in queries) and not should_stop():
+            # until stopped, or all queries ended (an --once run ends query by query), or one failed
+            while any(q.isActive for q in queries) and not should_stop():
+                if any(q.exception() is not None for q in queries if not q.isActive):
+                    break
                 heartbeat()
-                queries[0].awaitTermination(timeout=1.0)
-            # an --once run ends query by query; wait for the others to read what they had
-            while (
-                any(q.isActive for q in queries)
-                and not should_stop()
-                and all(q.exception() is None for q in queries if not q.isActive)
-            ):
-                heartbeat()
-                time.sleep(0.5)
+                next(q for q in queries if q.isActive).awaitTermination(timeout=1.0)
             for q in queries:
                 if q.isActive:
                     q.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -22,7 +21,7 @@ from pyspark.sql.streaming import StreamingQuery
 from batch.catalog import CategoryNormaliser, expiry
 from batch.jobs_table import apply_job_events
 from schemas import tables as t
-from schemas.click_event import EventLimits
+from schemas.click_event import EventLimits, epoch_micros
 from schemas.job_event import JobEvent, parse_job_event
 from streaming import parse
 from streaming.delta_tables import ensure_delta_table
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 
 QUERY_NAME = "ingest_job_events"
 EXPIRES_AT_US = "expires_at_us"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 PARSED_JOB_ARROW_SCHEMA = pa.schema(
     [
@@ -64,10 +62,10 @@ def parse_job_record_batch(
             cols[t.EVENT_ID].append(verdict.event_id)
             cols[t.JOB_ID].append(verdict.job_id)
             cols[t.ACTION].append(verdict.action)
-            cols[parse.OCCURRED_AT_US].append(_micros(verdict.occurred_at))
+            cols[parse.OCCURRED_AT_US].append(epoch_micros(verdict.occurred_at))
             cols[t.CATEGORY].append(normaliser.normalise(verdict.category))
             cols[t.RAW_CATEGORY].append(verdict.category)
-            cols[EXPIRES_AT_US].append(_micros(expires) if expires else None)
+            cols[EXPIRES_AT_US].append(epoch_micros(expires) if expires else None)
             for name in (t.REASON_CODE, t.REASON, t.RAW):
                 cols[name].append(None)
         else:
@@ -81,10 +79,6 @@ def parse_job_record_batch(
     cols[t.KAFKA_OFFSET] = batch.column(parse.IN_OFFSET).to_pylist()
     cols[parse.IN_RECEIVED_MS] = received
     return pa.RecordBatch.from_pydict(cols, schema=PARSED_JOB_ARROW_SCHEMA)
-
-
-def _micros(dt: datetime) -> int:
-    return (dt - _EPOCH) // timedelta(microseconds=1)
 
 
 def _normaliser(settings: IngestSettings) -> CategoryNormaliser:

@@ -67,7 +67,6 @@ class ServingModel:
 @dataclass
 class UserHistory:
     strengths: dict[str, float] = field(default_factory=dict)
-    categories: set[str] = field(default_factory=set)  # of the clicked jobs the catalog knows; for the fallback
     last_at: dict[str, datetime] = field(default_factory=dict)  # per job, for the decay
     newest_event_at: datetime | None = None
 
@@ -75,16 +74,9 @@ class UserHistory:
 class Histories:
     """user -> {job: strength} and the newest click time, kept current click by click."""
 
-    def __init__(self, weights: dict[str, float], catalog: CatalogState | None = None):
+    def __init__(self, weights: dict[str, float]):
         self.weights = weights
-        self.catalog = catalog
         self.users: dict[str, UserHistory] = {}
-
-    def categories_of(self, history: UserHistory) -> set[str]:
-        """The categories of the user's jobs, as the catalog says now (a job may have been posted since)."""
-        if self.catalog is None:
-            return set()
-        return {c for c in (self.catalog.category(j) for j in history.strengths) if c}
 
     def load(self, rows: Iterable[tuple[str, str, float, datetime | None]]) -> None:
         for user, job, strength, last_at in rows:
@@ -113,7 +105,12 @@ def _items(model: ServingModel, best: np.ndarray, scores: np.ndarray) -> list[di
 
 
 def fallback_order(
-    model: ServingModel, history: UserHistory, allowed: ServingFilter | None, n: int, max_per_category: int
+    model: ServingModel,
+    history: UserHistory,
+    allowed: ServingFilter | None,
+    n: int,
+    max_per_category: int,
+    catalog: CatalogState | None = None,
 ) -> np.ndarray:
     """Job indices for a user the model cannot score: popular jobs of the user's categories, then popular jobs.
 
@@ -129,7 +126,9 @@ def fallback_order(
     categories = allowed.categories if allowed is not None else None
     if allowed is not None:
         row[allowed.excluded] = -np.inf
-        wanted = {allowed.category_code(c) for c in history.categories} - {NO_CATEGORY}
+    if allowed is not None and catalog is not None:
+        # only fallback users pay for this: a fold-in user's categories are never looked up
+        wanted = {allowed.category_code(c) for c in catalog.categories_of(history.strengths)} - {NO_CATEGORY}
         if wanted:
             in_wanted = np.isin(allowed.categories, list(wanted))
             row[in_wanted & np.isfinite(row)] += len(popular)
@@ -144,6 +143,7 @@ def recommend_for_users(
     n: int,
     allowed: ServingFilter | None = None,
     max_per_category: int = 0,
+    catalog: CatalogState | None = None,
 ) -> list[tuple[str, list[dict[str, object]]]]:
     """(source, items) per user: fold-in over the jobs the model knows, else popularity; seen jobs excluded,
     and the jobs `allowed` hides (closed, expired); at most `max_per_category` jobs of one category.
@@ -161,7 +161,7 @@ def recommend_for_users(
                 idx_list.append(i)
                 strength_list.append(strength)
         if not idx_list:
-            best = fallback_order(model, history, allowed, n, max_per_category)
+            best = fallback_order(model, history, allowed, n, max_per_category, catalog)
             out[k] = (
                 t.SOURCE_FALLBACK,
                 [{t.JOB_ID: model.job_ids[i], t.SCORE: 0.0, t.RANK: r + 1} for r, i in enumerate(best.tolist())],
@@ -294,12 +294,8 @@ def process_records(
     generated_at = datetime.now(timezone.utc)
     users = list(dict.fromkeys(touched))
     user_histories = [histories.users[u] for u in users]
-    allowed = None
-    if catalog is not None:
-        allowed = (filters or FilterCache()).get(model, catalog, generated_at)
-        for h in user_histories:
-            h.categories = histories.categories_of(h)
-    ranked = recommend_for_users(model, user_histories, n, allowed, max_per_category)
+    allowed = (filters or FilterCache()).get(model, catalog, generated_at) if catalog is not None else None
+    ranked = recommend_for_users(model, user_histories, n, allowed, max_per_category, catalog)
     out = []
     for user, history, (source, items) in zip(users, user_histories, ranked, strict=True):
         stats.lists += 1

@@ -181,24 +181,23 @@ def test_fallback_prefers_the_users_categories_then_popular_jobs() -> None:
     m = model()
     catalog = catalog_of(m)
     catalog.apply(JobEvent("x", "j7", "closed", at(9)))
-    histories = Histories({"view": 1.0, "click": 1.0, "save": 1.0, "apply": 1.0}, catalog)
+    histories = Histories({"view": 1.0, "click": 1.0, "save": 1.0, "apply": 1.0})
     histories.load([("u", "new", 1.0, None)])
     user = histories.users["u"]
-    user.categories = histories.categories_of(user)
-    assert user.categories == {"Finance"}
+    assert catalog.categories_of(user.strengths) == {"Finance"}
     allowed = FilterCache().get(m, catalog, at(10))
-    [(source, items)] = recommend_for_users(m, [user], 8, allowed)
+    [(source, items)] = recommend_for_users(m, [user], 8, allowed, catalog=catalog)
     # popularity order is j0, j1, ...: Finance jobs first (j7 closed), then the most popular others
     assert source == t.SOURCE_FALLBACK
     assert [i[t.JOB_ID] for i in items] == ["j6", "j8", "j9", "j10", "j11", "j0", "j1", "j2"]
-    [(_, items)] = recommend_for_users(m, [user], 8, allowed, max_per_category=2)
+    [(_, items)] = recommend_for_users(m, [user], 8, allowed, max_per_category=2, catalog=catalog)
     assert [i[t.JOB_ID] for i in items] == ["j6", "j8", "j0", "j1"]
 
 
 def test_speed_layer_drops_a_job_from_lists_once_its_close_event_arrived() -> None:
     m = model()
     catalog = catalog_of(m)
-    histories = Histories({"view": 1.0, "click": 1.0, "save": 1.0, "apply": 1.0}, catalog)
+    histories = Histories({"view": 1.0, "click": 1.0, "save": 1.0, "apply": 1.0})
     filters, stats, limits = FilterCache(), SpeedStats(), EventLimits()
 
     def click(event_id: str) -> bytes:
