@@ -4,7 +4,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-JARS := .cache/jars
+# the JVM jars are an installation cache shared by every checkout and run from any folder (the config's default)
+JOBREC_CACHE_DIR ?= $(HOME)/.cache/jobrec
+export JOBREC_CACHE_DIR
+JARS := $(JOBREC_CACHE_DIR)/jars
 PYSPARK_JARS = $(shell $(BIN)/python -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')
 
 .PHONY: help setup demo test test-unit lint bench clean
@@ -33,8 +36,11 @@ test: setup  ## the whole test suite: unit tests and integration tests on a real
 test-unit: setup  ## only the tests that need no JVM
 	$(BIN)/pytest tests/unit
 
-lint: setup  ## ruff
+lint: setup  ## ruff (lint and format) and mypy on the installed namespace
 	$(BIN)/ruff check schemas streaming batch tests
+	$(BIN)/ruff format --check schemas streaming batch tests
+	@mkdir -p .cache/typecheck/jobrec && for f in schemas batch streaming; do ln -sfn ../../../$$f .cache/typecheck/jobrec/$$f; done
+	$(BIN)/mypy
 
 bench: setup  ## benchmarks that print figures (ingest rate, retrain time, HTTP API rate and latency)
 	$(BIN)/jobrec bench ingest

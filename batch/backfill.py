@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from schemas import tables as t
-from schemas.click_event import EVENT_TYPES
-from streaming.aggregate import merge_interactions, strength_expr
-from streaming.delta_tables import ensure_delta_table, idempotent_writes, latest_version
+from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes, latest_version
+from jobrec.batch.interactions_table import merge_interactions, strength_expr
+from jobrec.schemas import tables as t
+from jobrec.schemas.click_event import EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def read_counts_csv(spark: SparkSession, path: str, layout: CsvLayout) -> DataFr
     )
 
 
-def counts_to_interactions(counts: DataFrame, event_type: str, weights: dict[str, float]) -> DataFrame:
+def counts_to_interactions(counts: DataFrame, event_type: str, weights: Mapping[str, float]) -> DataFrame:
     """(user_id, job_id, count>0) -> interactions rows counting `event_type`; repeated pairs add up."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"event type {event_type!r}: expected one of {', '.join(EVENT_TYPES)}")
@@ -84,7 +85,7 @@ def load_counts_csv(
     layout: CsvLayout,
     tables_root: str,
     event_type: str,
-    weights: dict[str, float],
+    weights: Mapping[str, float],
     binary: bool = False,
 ) -> LoadReport:
     """Merge a counts CSV into interactions, once per file content. `binary`: a pair with count > 0 counts as one

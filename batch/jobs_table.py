@@ -2,8 +2,8 @@
 
 One row per job (schemas/tables.py JOBS_DDL). Both writers are idempotent by construction: the CSV load only
 inserts new jobs and fixes categories (so loading a file twice changes nothing, and it never reopens a closed
-job), and events are applied by the newest-wins rule of `batch.catalog.wins`, so a replayed or repeated event
-changes nothing either.
+job), and events are applied by the newest-wins rule of `jobrec.batch.core.catalog.wins`, so a replayed or
+repeated event changes nothing either.
 """
 
 from __future__ import annotations
@@ -11,20 +11,19 @@ from __future__ import annotations
 import csv
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from batch.catalog import CatalogRow, CategoryNormaliser
-from schemas import tables as t
-from schemas.job_event import CLOSED
-from streaming.delta_tables import ensure_delta_table, idempotent_writes
+from jobrec.batch.core.catalog import CatalogRow, CategoryNormaliser
+from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes
+from jobrec.schemas import tables as t
+from jobrec.schemas.click_event import from_epoch_micros
+from jobrec.schemas.job_event import CLOSED
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # columns of a batch of job events to merge (one row per event, category already normalised)
 JOB_UPDATES_DDL = (
@@ -123,7 +122,7 @@ def load_jobs_csv(
 
 def job_updates(events: DataFrame) -> DataFrame:
     """One row per job from a batch of events: the status of the winning event (newest; a close wins a tie,
-    `batch.catalog.wins`) and, apart, the category of the newest event that has one (category_at)."""
+    `jobrec.batch.core.catalog.wins`) and, apart, the category of the newest event that has one (category_at)."""
     order = Window.partitionBy(t.JOB_ID).orderBy(
         F.col(t.OCCURRED_AT).desc(), (F.col(t.ACTION) == CLOSED).desc(), F.col(t.EVENT_ID).desc()
     )
@@ -179,7 +178,7 @@ def merge_job_events(spark: SparkSession, events: DataFrame, jobs_path: str) -> 
         t.RAW_CATEGORY: if_category(t.RAW_CATEGORY),
         t.CATEGORY_AT: if_category(t.CATEGORY_AT),
     }
-    insert = {
+    insert: dict[str, str | Column] = {
         t.JOB_ID: F.col(f"u.{t.JOB_ID}"),
         t.STATUS: F.when(closed, F.lit(t.JOB_CLOSED)).otherwise(F.lit(t.JOB_OPEN)),
         t.POSTED_AT: F.when(~closed, occurred),
@@ -208,14 +207,29 @@ def apply_job_events(spark: SparkSession, events: DataFrame, tables_root: str, a
         merge_job_events(spark, events, path)
 
 
-def _from_micros(us: int | None) -> datetime | None:
-    return _EPOCH + timedelta(microseconds=us) if us is not None else None
-
-
 def read_catalog_rows(spark: SparkSession, tables_root: str) -> list[CatalogRow]:
     """(job_id, category, status, expires_at, updated_at, category_at) of every job, times aware UTC."""
     jobs = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.JOBS))
     # epoch microseconds: a collected TIMESTAMP would come back naive, in this process's local zone
     times = (t.EXPIRES_AT, t.UPDATED_AT, t.CATEGORY_AT)
     rows = jobs.select(t.JOB_ID, t.CATEGORY, t.STATUS, *(F.unix_micros(c) for c in times)).collect()
-    return [(r[0], r[1], r[2], _from_micros(r[3]), _from_micros(r[4]), _from_micros(r[5])) for r in rows]
+    return [(r[0], r[1], r[2], from_epoch_micros(r[3]), from_epoch_micros(r[4]), from_epoch_micros(r[5])) for r in rows]
+
+
+def count_jobs_by_state(spark: SparkSession, tables_root: str) -> list[tuple[str, int, int, int]]:
+    """(category, open, expired, closed) per category of the jobs table, by category name; "(none)" for jobs
+    without one. Expired: open, but past its expires_at now."""
+    jobs = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.JOBS))
+    expired = F.col(t.EXPIRES_AT).isNotNull() & (F.col(t.EXPIRES_AT) <= F.current_timestamp())
+    state = F.when(F.col(t.STATUS) == t.JOB_OPEN, F.when(expired, "expired").otherwise("open")).otherwise(
+        F.col(t.STATUS)
+    )
+    table = (
+        jobs.withColumn("state", state)
+        .groupBy(F.coalesce(t.CATEGORY, F.lit("(none)")).alias(t.CATEGORY))
+        .pivot("state", ["open", "expired", "closed"])
+        .count()
+        .na.fill(0)
+        .orderBy(t.CATEGORY)
+    )
+    return [(r[t.CATEGORY], int(r["open"]), int(r["expired"]), int(r["closed"])) for r in table.collect()]

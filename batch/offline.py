@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,13 +18,13 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch.backfill import COUNT, CsvLayout, counts_to_interactions, read_counts_csv
-from batch.evaluate import evaluate_model
-from batch.publish import recommend_top_n
-from batch.split import random_holdout
-from batch.train import AlsParams, train_on
-from batch.tune import Grid, format_table, grid_search
-from schemas import tables as t
+from jobrec.batch.backfill import COUNT, CsvLayout, counts_to_interactions, read_counts_csv
+from jobrec.batch.core.evaluate import evaluate_model
+from jobrec.batch.core.split import random_holdout
+from jobrec.batch.publish import recommend_top_n
+from jobrec.batch.train import AlsParams, train_on
+from jobrec.batch.tune import Grid, format_table, grid_search
+from jobrec.schemas import tables as t
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ TABLE_COLUMNS = (
 
 
 def read_interactions_file(
-    spark: SparkSession, path: str, layout: CsvLayout, weights: dict[str, float], binary: bool = False
+    spark: SparkSession, path: str, layout: CsvLayout, weights: Mapping[str, float], binary: bool = False
 ) -> DataFrame:
     """The file's rows with count > 0 as interactions; `binary` counts each pair once, whatever its count (for
     data whose counts are noise, like the seed's random click counts)."""
@@ -86,13 +87,14 @@ def run_offline(
     k: int,
     layout: CsvLayout,
     base: AlsParams,
-    weights: dict[str, float],
+    weights: Mapping[str, float],
+    *,
     tune: bool,
     grid: Grid | None = None,
     binary: bool = False,
 ) -> dict[str, object]:
     interactions = read_interactions_file(spark, path, layout, weights, binary)
-    params, table = base, []
+    params, table = base, list[dict[str, object]]()
     if tune:
         params, table = tune_on_validation(spark, interactions, base, grid or Grid(), k)
         print(format_table(table, TABLE_COLUMNS))
@@ -104,8 +106,8 @@ def run_offline(
         model.job_factors,
         interactions,
         k,
-        model.model_version,
-        datetime.now(timezone.utc),
+        model_version=model.model_version,
+        generated_at=datetime.now(timezone.utc),
     )
     n_users = 0
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """Publish: the top-N unseen jobs of every user, to the `recommendations` Delta table and the Kafka topic.
 
 Scoring runs where the users are: the job factors (small: jobs x rank floats) go to every task, each Arrow
-batch of users is scored with numpy (`batch.top_n`), and the jobs a user has interacted with are hidden, as are
-the jobs the catalog says are closed or expired at publish time; `publish.max_per_category` caps a category.
+batch of users is scored with numpy (`jobrec.batch.core.top_n`), and the jobs a user has interacted with are
+hidden, as are the jobs the catalog says are closed or expired at publish time; `publish.max_per_category`
+caps a category.
 One message per user, keyed by user_id, valid against schemas/recommendation.v1.json.
 """
 
@@ -18,11 +19,11 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch.catalog import CatalogRow, ServingFilter, serving_filter
-from batch.top_n import capped_top, top_n_unseen
-from schemas import tables as t
-from schemas.recommendation import NEW_USER_KEY, recommendation_message
-from streaming.delta_tables import ensure_delta_table
+from jobrec.batch.core.catalog import CatalogRow, ServingFilter, serving_filter
+from jobrec.batch.core.top_n import capped_top, top_n_unseen
+from jobrec.batch.delta_tables import ensure_delta_table
+from jobrec.schemas import tables as t
+from jobrec.schemas.recommendation import NEW_USER_KEY, recommendation_message
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def score_user_batches(
     job_ids: list[str],
     job_matrix: np.ndarray,
     n: int,
+    *,
     model_version: str,
     generated_at: datetime,
     allowed: ServingFilter | None = None,
@@ -111,6 +113,7 @@ def recommend_top_n(
     job_factors: DataFrame,
     interactions: DataFrame,
     n: int,
+    *,
     model_version: str,
     generated_at: datetime,
     catalog: list[CatalogRow] | None = None,
@@ -139,7 +142,14 @@ def recommend_top_n(
     users = user_factors.select(t.USER_ID, t.FEATURES).join(history, t.USER_ID, "left")
     per_user = users.mapInArrow(
         lambda batches: score_user_batches(
-            batches, job_ids, job_matrix, n, model_version, generated_at, allowed, max_per_category
+            batches,
+            job_ids,
+            job_matrix,
+            n,
+            model_version=model_version,
+            generated_at=generated_at,
+            allowed=allowed,
+            max_per_category=max_per_category,
         ),
         RECS_DDL,
     )

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
-from batch.evaluate import evaluate_model, evaluate_rankings, popularity_scores
-from batch.split import train_validation_test
-from batch.train import AlsParams, train_on
-from batch.tune import Grid, format_table, grid_search
-from schemas import tables as t
+from jobrec.batch.core.evaluate import evaluate_model, evaluate_rankings, popularity_scores
+from jobrec.batch.core.split import train_validation_test
+from jobrec.batch.train import AlsParams, train_on
+from jobrec.batch.tune import Grid, format_table, grid_search
+from jobrec.schemas import tables as t
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def run_evaluation(
     interactions: DataFrame,
     base: AlsParams,
     out_dir: Path,
+    *,
     tune: bool,
     by_time: bool,
     k: int = 10,
@@ -159,7 +160,8 @@ def _plots(out_dir: Path, results, table, users, y, seen, job_ids) -> None:
 
     position = {j: i for i, j in enumerate(job_ids)}
     sample = sorted(users)[:200]
-    top, rest = [], []
+    top: list[float] = []
+    rest: list[float] = []
     for u in sample:
         s = y @ users[u]
         mask = np.ones(len(s), bool)

@@ -19,10 +19,10 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch.evaluate import evaluate_model, evaluate_rankings
-from batch.gate import GateDecision, decide
-from batch.split import random_holdout
-from batch.train import (
+from jobrec.batch.core.evaluate import evaluate_model, evaluate_rankings
+from jobrec.batch.core.gate import GateDecision, decide
+from jobrec.batch.core.split import random_holdout
+from jobrec.batch.train import (
     AlsParams,
     TrainedModel,
     read_interactions_snapshot,
@@ -30,8 +30,8 @@ from batch.train import (
     train_on,
     write_model,
 )
-from schemas import tables as t
-from schemas.config import GateConfig
+from jobrec.schemas import tables as t
+from jobrec.schemas.config import GateConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def validate_candidate(
     train_sets = {u: {job for job, _, _ in rows} for u, rows in kept.items()}
     held_map = {u: {job: s for job, s, _ in rows} for u, rows in held.items()}
     model_metrics = evaluate_model(user_vecs, job_ids, job_matrix, train_sets, held_map, gate.k)
-    counts = dict(train_df.where(F.col(t.STRENGTH) > 0).groupBy(t.JOB_ID).count().collect())
+    counts: dict[str, int] = dict(train_df.where(F.col(t.STRENGTH) > 0).groupBy(t.JOB_ID).count().collect())
     pop = np.array([counts.get(j, 0) - i * 1e-9 for i, j in enumerate(job_ids)])
     pop_metrics = evaluate_rankings(lambda u: pop, job_ids, train_sets, held_map, gate.k, sorted(user_vecs))
     return candidate, model_metrics, pop_metrics

@@ -14,20 +14,29 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StructField, StructType
 
-from batch.confidence import rating_column
-from schemas import tables as t
-from streaming.delta_tables import ensure_delta_table, latest_version
+from jobrec.batch.delta_tables import ensure_delta_table, latest_version
+from jobrec.schemas import tables as t
 
 log = logging.getLogger(__name__)
 
 USER_IDX = "user_idx"
 JOB_IDX = "job_idx"
 RATING = "rating"
+
+
+def rating_column(strength: Column, age_days: Column, form: str, epsilon: float, half_life_days: float) -> Column:
+    """The Spark twin of `jobrec.batch.core.confidence.rating_values`: the r of c = 1 + alpha * r."""
+    s = strength.cast("double")
+    if half_life_days > 0:
+        age = F.greatest(F.coalesce(age_days, F.lit(0.0)), F.lit(0.0))
+        s = s * F.pow(F.lit(0.5), age / F.lit(float(half_life_days)))
+    return F.log1p(s / F.lit(float(epsilon))) if form == "log" else s
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,8 @@ class TrainedModel:
     user_factors: DataFrame
     job_factors: DataFrame
     timings: dict[str, float] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
+    # the gate's record: k, validation and popularity metrics (None where undefined), and its reason
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class NotEnoughData(RuntimeError):
@@ -79,7 +89,7 @@ def read_interactions_snapshot(spark: SparkSession, tables_root: str) -> tuple[D
     return spark.read.format("delta").option("versionAsOf", version).load(path), version
 
 
-def _dense_index(ids: DataFrame, id_col: str, idx_col: str) -> DataFrame:
+def _dense_index(ids: DataFrame, idx_col: str) -> DataFrame:
     """Distinct ids -> (id, 0..n-1); zipWithIndex scales where a global window would not."""
     schema = StructType([*ids.schema.fields, StructField(idx_col, LongType(), False)])
     rdd = ids.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1]))
@@ -90,15 +100,15 @@ def index_interactions(
     interactions: DataFrame, params: AlsParams | None = None
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(ratings(user_idx, job_idx, rating), users(user_id, user_idx), jobs(job_id, job_idx)); strength > 0 only.
-    The rating is the confidence input of `batch.confidence` (the strength itself by default)."""
+    The rating is the confidence input of `jobrec.batch.core.confidence` (the strength itself by default)."""
     positive = interactions.where(F.col(t.STRENGTH) > 0)
     if params is not None and (params.confidence != "linear" or params.half_life_days > 0):
         age_days = (F.lit(params.reference_time) - F.unix_timestamp(F.col(t.LAST_AT))) / 86400.0
         rating = rating_column(F.col(t.STRENGTH), age_days, params.confidence, params.epsilon, params.half_life_days)
         positive = positive.withColumn(t.STRENGTH, rating)
     positive = positive.select(t.USER_ID, t.JOB_ID, t.STRENGTH)
-    users = _dense_index(positive.select(t.USER_ID).distinct(), t.USER_ID, USER_IDX).cache()
-    jobs = _dense_index(positive.select(t.JOB_ID).distinct(), t.JOB_ID, JOB_IDX).cache()
+    users = _dense_index(positive.select(t.USER_ID).distinct(), USER_IDX).cache()
+    jobs = _dense_index(positive.select(t.JOB_ID).distinct(), JOB_IDX).cache()
     ratings = (
         positive.join(users, t.USER_ID)
         .join(jobs, t.JOB_ID)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 
-from batch.train import AlsParams
+from jobrec.batch.train import AlsParams
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def grid_search(
             file=out,
             flush=True,
         )
-    return sorted(rows, key=lambda r: -float(r["val_ndcg"]))  # type: ignore[arg-type]
+    return sorted(rows, key=lambda r: -float(r["val_ndcg"]))
 
 
 def format_table(rows: list[dict[str, object]], columns: Sequence[str]) -> str:

@@ -23,12 +23,17 @@ MAX_TIMESTAMP_LENGTH = 40
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def epoch_micros(dt: datetime) -> int:
     """An aware datetime as microseconds since the epoch (what Spark's timestamp_micros reads)."""
-    return (dt - _EPOCH) // timedelta(microseconds=1)
+    return (dt - EPOCH) // timedelta(microseconds=1)
+
+
+def from_epoch_micros(us: int | None) -> datetime | None:
+    """Microseconds since the epoch (a Spark timestamp read through Arrow) as an aware UTC datetime."""
+    return EPOCH + timedelta(microseconds=us) if us is not None else None
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,7 @@ def parse_click_event(
     occurred = parse_timestamp(stamp) if len(stamp) <= MAX_TIMESTAMP_LENGTH else None
     if occurred is None:
         return Rejection("bad_timestamp", f"occurred_at {stamp[:48]!r} is not an RFC 3339 date-time", "occurred_at")
-    received = _EPOCH + timedelta(milliseconds=received_at_ms)
+    received = EPOCH + timedelta(milliseconds=received_at_ms)
     if occurred > received + timedelta(seconds=limits.max_future_seconds):
         return Rejection("future_timestamp", f"occurred_at {stamp} is after the broker received it", "occurred_at")
     if occurred < received - timedelta(days=limits.max_past_days):

@@ -7,9 +7,10 @@ reason codes, so job events share the dead-letter table with click events (kafka
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-from schemas.click_event import (
+from jobrec.schemas.click_event import (
+    EPOCH,
     MAX_TIMESTAMP_LENGTH,
     EventLimits,
     Rejection,
@@ -23,7 +24,6 @@ POSTED, CLOSED = ACTIONS
 REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "job_id", "action", "occurred_at")
 POSTED_ONLY_FIELDS: tuple[str, ...] = ("category", "expires_at")
 OPTIONAL_FIELDS: tuple[str, ...] = ("schema_version", *POSTED_ONLY_FIELDS)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DEFAULT_LIMITS = EventLimits()
 
 
@@ -83,7 +83,7 @@ def parse_job_event(
     occurred = _timestamp(doc, "occurred_at")
     if isinstance(occurred, Rejection):
         return occurred
-    received = _EPOCH + timedelta(milliseconds=received_at_ms)
+    received = EPOCH + timedelta(milliseconds=received_at_ms)
     if occurred > received + timedelta(seconds=limits.max_future_seconds):
         return Rejection(
             "future_timestamp", f"occurred_at {doc['occurred_at']} is after the broker received it", "occurred_at"
@@ -94,11 +94,12 @@ def parse_job_event(
             f"occurred_at {doc['occurred_at']} is more than {limits.max_past_days} days old",
             "occurred_at",
         )
-    expires = None
+    expires: datetime | None = None
     if "expires_at" in doc:
-        expires = _timestamp(doc, "expires_at")
-        if isinstance(expires, Rejection):
-            return expires
+        stamp = _timestamp(doc, "expires_at")
+        if isinstance(stamp, Rejection):
+            return stamp
+        expires = stamp
         if expires <= occurred:
             return Rejection("bad_expiry", "expires_at must be after occurred_at", "expires_at")
     return JobEvent(doc["event_id"], doc["job_id"], action, occurred, doc.get("category"), expires)

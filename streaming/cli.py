@@ -1,23 +1,24 @@
-"""`jobrec`: the command line of the pipeline. Each subcommand is one process's composition root: it reads the
-config, builds the SparkSession and Kafka clients it needs, and hands them to the code in streaming/ and batch/.
+"""`jobrec`: the command line of the pipeline. It parses arguments, reads and validates the config, and calls one
+composition function per process (`jobrec.streaming.processes`, `jobrec.batch.processes`, the local tooling in
+`jobrec.streaming.local` and the benchmarks); those build the SparkSession and Kafka clients.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
-from schemas.config import Config, ConfigError, load_config
-from streaming.heartbeat import Heartbeat
+from jobrec.schemas.config import DATA_DIR_ENV, Config, ConfigError, load_config
 
 log = logging.getLogger("jobrec")
 
-SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed"
+# the seed data set beside a checkout (`make demo` runs from the checkout); JOBREC_SEED_DIR or --seed-dir elsewhere
+SEED_DIR = os.environ.get("JOBREC_SEED_DIR", "../shared/data/seed")
 
 
 def _setup_logging(level: str) -> None:
@@ -27,19 +28,23 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
-def _spark(cfg: Config, name: str):
-    from streaming.connections import build_spark_session
+def _bootstrap(cfg: Config) -> str:
+    from jobrec.streaming.local.embedded_kafka import resolve_bootstrap
 
-    return build_spark_session(cfg, f"jobrec-{name}")
+    return resolve_bootstrap(cfg.kafka, cfg.embedded_kafka)
+
+
+def _stop_on_sigterm() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
 
 
 def cmd_kafka(cfg: Config, args: argparse.Namespace) -> int:
-    from streaming.connections import ensure_topics
-    from streaming.embedded_kafka import running_broker, start_broker, stop_broker
+    from jobrec.streaming.local.embedded_kafka import running_broker, start_local_kafka, stop_broker
 
     if args.action == "start":
-        state = start_broker(cfg.embedded_kafka)
-        ensure_topics(cfg.kafka, state.bootstrap)
+        state = start_local_kafka(cfg.kafka, cfg.embedded_kafka)
         print(
             f"Kafka broker running at {state.bootstrap} (pid {state.pid}); topics "
             f"{cfg.kafka.clicks_topic}, {cfg.kafka.recommendations_topic}, {cfg.kafka.jobs_topic}"
@@ -47,105 +52,44 @@ def cmd_kafka(cfg: Config, args: argparse.Namespace) -> int:
     elif args.action == "stop":
         print("Kafka broker stopped" if stop_broker(cfg.embedded_kafka) else "no Kafka broker was running")
     else:
-        state = running_broker(cfg.embedded_kafka)
-        print(f"running at {state.bootstrap} (pid {state.pid})" if state else "not running")
-        return 0 if state else 3
+        found = running_broker(cfg.embedded_kafka)
+        print(f"running at {found.bootstrap} (pid {found.pid})" if found else "not running")
+        return 0 if found else 3
     return 0
 
 
 def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
-    from streaming.app import ingest_settings
-    from streaming.connections import ensure_topics, resolve_bootstrap
-    from streaming.ingest import run_ingest, start_ingest
-    from streaming.job_events import start_job_events
-
-    bootstrap = resolve_bootstrap(cfg)
-    ensure_topics(cfg.kafka, bootstrap)
-    spark = _spark(cfg, "ingest")
-    settings = ingest_settings(cfg, bootstrap)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    log.info(
-        "ingesting %s and %s from %s into %s (%s)",
-        cfg.kafka.clicks_topic,
-        cfg.kafka.jobs_topic,
-        bootstrap,
-        cfg.storage.tables_root,
-        "until caught up" if args.once else "until stopped",
-    )
-
-    def start_queries():
-        trigger = cfg.ingest.trigger_seconds
-        return [
-            start_ingest(spark, settings, once=args.once, trigger_seconds=trigger),
-            start_job_events(spark, settings, once=args.once, trigger_seconds=trigger),
-        ]
+    from jobrec.streaming.processes import run_ingest_process
 
     try:
-        run_ingest(
-            start_queries,
-            backoff_seconds=cfg.ingest.restart_backoff_seconds,
-            should_stop=stop.is_set,
-            heartbeat=Heartbeat.from_env().beat,
-        )
+        run_ingest_process(cfg, _bootstrap(cfg), args.once, _stop_on_sigterm())
     except KeyboardInterrupt:
         log.info("interrupted")
-    finally:
-        spark.stop()
     return 0
 
 
 def cmd_speed(cfg: Config, args: argparse.Namespace) -> int:
-    from streaming.app import run_speed
-    from streaming.connections import ensure_topics, resolve_bootstrap
+    from jobrec.streaming.processes import run_speed_process
 
-    bootstrap = resolve_bootstrap(cfg)
-    ensure_topics(cfg.kafka, bootstrap)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    spark = _spark(cfg, "speed")
     try:
-        stats = run_speed(spark, cfg, bootstrap, stop.is_set, heartbeat=Heartbeat.from_env().beat)
+        stats = run_speed_process(cfg, _bootstrap(cfg), _stop_on_sigterm())
     except KeyboardInterrupt:
         stats = None
-    finally:
-        spark.stop()
     log.info("speed layer stopped: %s", stats)
     return 0
 
 
 def cmd_api(cfg: Config, args: argparse.Namespace) -> int:
-    import uvicorn
+    from jobrec.streaming.processes import serve_api
 
-    from streaming.app import build_api
-    from streaming.connections import ensure_topics, resolve_bootstrap
-
-    bootstrap = resolve_bootstrap(cfg)
-    ensure_topics(cfg.kafka, bootstrap)
-    app, stop = build_api(cfg, bootstrap)
-    try:
-        uvicorn.run(app, host=args.host or cfg.api.host, port=args.port or cfg.api.port, log_level="warning")
-    finally:
-        stop()
+    serve_api(cfg, _bootstrap(cfg), args.host or cfg.api.host, args.port or cfg.api.port)
     return 0
 
 
 def cmd_load(cfg: Config, args: argparse.Namespace) -> int:
-    from batch.backfill import load_counts_csv
+    from jobrec.batch.processes import run_load
 
-    spark = _spark(cfg, "load")
-    try:
-        report = load_counts_csv(
-            spark,
-            args.csv,
-            _layout(args),
-            cfg.storage.tables_root,
-            args.event_type,
-            cfg.ingest.weights,
-            binary=args.binary,
-        )
-    finally:
-        spark.stop()
+    report = run_load(cfg, args.csv, _layout(args), args.event_type, args.binary)
     print(
         "already loaded (same file content): nothing added"
         if report.skipped_as_already_loaded
@@ -157,63 +101,29 @@ def cmd_load(cfg: Config, args: argparse.Namespace) -> int:
 
 def cmd_jobs(cfg: Config, args: argparse.Namespace) -> int:
     """The job catalog: load a jobs.csv, post or close a job (an event on the jobs topic), or print the table."""
+    from jobrec.batch.processes import run_jobs_load, run_jobs_show
+
     if args.action in ("post", "close"):
         return _send_job_event(cfg, args)
-    spark = _spark(cfg, "jobs")
-    try:
-        if args.action == "load":
-            from batch.catalog import CategoryNormaliser
-            from batch.jobs_table import load_jobs_csv
-
-            report = load_jobs_csv(
-                spark,
-                args.csv,
-                cfg.storage.tables_root,
-                CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases),
-                args.job_col,
-                args.category_col,
-            )
-            print(
-                f"{report.rows_read} rows read ({report.rows_bad} without a job id): {report.jobs_inserted} jobs "
-                f"inserted, {report.categories_updated} categories updated; {report.normalisation}"
-            )
-        else:
-            from pyspark.sql import functions as F
-
-            from schemas import tables as t
-            from streaming.delta_tables import ensure_delta_table
-
-            jobs = spark.read.format("delta").load(ensure_delta_table(spark, cfg.storage.tables_root, t.JOBS))
-            expired = F.col(t.EXPIRES_AT).isNotNull() & (F.col(t.EXPIRES_AT) <= F.current_timestamp())
-            state = F.when(F.col(t.STATUS) == t.JOB_OPEN, F.when(expired, "expired").otherwise("open")).otherwise(
-                F.col(t.STATUS)
-            )
-            table = (
-                jobs.withColumn("state", state)
-                .groupBy(F.coalesce(t.CATEGORY, F.lit("(none)")).alias(t.CATEGORY))
-                .pivot("state", ["open", "expired", "closed"])
-                .count()
-                .na.fill(0)
-                .orderBy(t.CATEGORY)
-            )
-            print(f"{'category':<24}{'open':>8}{'expired':>9}{'closed':>8}")
-            for r in table.collect():
-                print(f"{r[t.CATEGORY]:<24}{r['open']:>8}{r['expired']:>9}{r['closed']:>8}")
-    finally:
-        spark.stop()
+    if args.action == "load":
+        report = run_jobs_load(cfg, args.csv, args.job_col, args.category_col)
+        print(
+            f"{report.rows_read} rows read ({report.rows_bad} without a job id): {report.jobs_inserted} jobs "
+            f"inserted, {report.categories_updated} categories updated; {report.normalisation}"
+        )
+        return 0
+    print(f"{'category':<24}{'open':>8}{'expired':>9}{'closed':>8}")
+    for category, n_open, n_expired, n_closed in run_jobs_show(cfg):
+        print(f"{category:<24}{n_open:>8}{n_expired:>9}{n_closed:>8}")
     return 0
 
 
 def _send_job_event(cfg: Config, args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from kafka import KafkaProducer
+    from jobrec.streaming.processes import send_job_event_batch
+    from jobrec.streaming.producer import make_job_event
 
-    from streaming.connections import ensure_topics, python_client_args, resolve_bootstrap
-    from streaming.producer import make_job_event, send_job_events
-
-    bootstrap = resolve_bootstrap(cfg)
-    ensure_topics(cfg.kafka, bootstrap)
     if args.action == "post":
         expires = datetime.fromisoformat(args.expires_at) if args.expires_at else None
         if expires is not None and expires.tzinfo is None:
@@ -221,63 +131,38 @@ def _send_job_event(cfg: Config, args: argparse.Namespace) -> int:
         events = [make_job_event(job, "posted", args.category, expires) for job in args.job_id]
     else:
         events = [make_job_event(job, "closed") for job in args.job_id]
-    producer = KafkaProducer(**python_client_args(cfg.kafka, bootstrap), acks="all")
-    try:
-        n = send_job_events(producer, cfg.kafka.jobs_topic, events)
-    finally:
-        producer.close()
+    n = send_job_event_batch(cfg, _bootstrap(cfg), events)
     print(f"{n} {args.action} event(s) acknowledged on {cfg.kafka.jobs_topic}; `jobrec ingest` applies them")
     return 0
 
 
 def cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
-    from streaming.app import retrain_and_publish
-    from streaming.connections import resolve_bootstrap
+    from jobrec.batch.processes import run_retrain
+    from jobrec.batch.train import TrainedModel
 
-    bootstrap = None if args.no_publish else resolve_bootstrap(cfg)
-    spark = _spark(cfg, "retrain")
-    try:
-        while True:
-            model = retrain_and_publish(spark, cfg, bootstrap, publish=not args.no_publish)
-            print(
-                f"model {model.model_version}: {model.n_users} users x {model.n_jobs} jobs, "
-                f"{model.n_interactions} interactions, timings {model.timings}\n"
-                f"  quality gate: {model.metrics.get('gate', 'n/a')}"
-            )
-            if not args.loop:
-                return 0
-            log.info("next retrain in %.0f s", cfg.retrain.interval_seconds)
-            time.sleep(cfg.retrain.interval_seconds)
-    finally:
-        spark.stop()
+    def report(model: TrainedModel) -> None:
+        print(
+            f"model {model.model_version}: {model.n_users} users x {model.n_jobs} jobs, "
+            f"{model.n_interactions} interactions, timings {model.timings}\n"
+            f"  quality gate: {model.metrics.get('gate', 'n/a')}"
+        )
+
+    run_retrain(cfg, None if args.no_publish else _bootstrap(cfg), args.loop, report)
+    return 0
 
 
 def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
-    from batch.offline import run_offline
-    from streaming.app import als_params
+    from jobrec.batch.processes import run_offline_process
 
-    spark = _spark(cfg, "offline")
-    try:
-        result = run_offline(
-            spark,
-            args.interactions,
-            args.out,
-            args.k,
-            _layout(args),
-            als_params(cfg),
-            cfg.ingest.weights,
-            args.tune,
-            grid=_grid(args),
-            binary=args.binary,
-        )
-    finally:
-        spark.stop()
+    result = run_offline_process(
+        cfg, args.interactions, args.out, args.k, _layout(args), args.tune, _grid(args), args.binary
+    )
     print(f"top {args.k} of {result['users']} users written to {args.out} (parameters {result['params']})")
     return 0
 
 
 def _layout(args: argparse.Namespace):
-    from batch.backfill import CsvLayout
+    from jobrec.batch.backfill import CsvLayout
 
     return CsvLayout(args.sep, args.user_col, args.job_col, args.count_col)
 
@@ -292,7 +177,7 @@ def _add_layout_options(p: argparse.ArgumentParser) -> None:
 
 
 def _grid(args: argparse.Namespace):
-    from batch.tune import Grid
+    from jobrec.batch.tune import Grid
 
     def floats(text: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(","))
@@ -308,7 +193,7 @@ def _grid(args: argparse.Namespace):
 
 
 def _add_grid_options(p: argparse.ArgumentParser) -> None:
-    from batch.tune import Grid
+    from jobrec.batch.tune import Grid
 
     g = Grid()
 
@@ -324,61 +209,39 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
-    from batch.offline import read_interactions_file
-    from batch.report import run_evaluation
-    from streaming.app import als_params
+    from jobrec.batch.processes import run_evaluate
 
-    spark = _spark(cfg, "evaluate")
-    try:
-        interactions = read_interactions_file(
-            spark,
-            args.interactions,
-            _layout(args),
-            cfg.ingest.weights,
-            binary=args.binary,
-        )
-        result = run_evaluation(
-            spark, interactions, als_params(cfg), Path(args.out), args.tune, args.split == "time", grid=_grid(args)
-        )
-    finally:
-        spark.stop()
+    out = Path(args.out)
+    result = run_evaluate(
+        cfg, args.interactions, out, _layout(args), args.tune, args.split == "time", _grid(args), args.binary
+    )
     r10 = result["results"][10]
     print(
         f"test NDCG@10: ALS {r10['model']['ndcg']:.4f}, popularity {r10['popularity']['ndcg']:.4f}; "
-        f"parameters {result['params']}; report {Path(args.out) / 'report.md'}"
+        f"parameters {result['params']}; report {out / 'report.md'}"
     )
     return 0
 
 
 def cmd_publish(cfg: Config, args: argparse.Namespace) -> int:
-    from batch.train import serving_model_version
-    from streaming.app import publish_model
-    from streaming.connections import resolve_bootstrap
+    from jobrec.batch.processes import run_publish
 
-    bootstrap = resolve_bootstrap(cfg)
-    spark = _spark(cfg, "publish")
-    try:
-        version = args.model_version or serving_model_version(spark, cfg.storage.tables_root)
-        if not version:
-            print("no published model yet: run `jobrec retrain` first", file=sys.stderr)
-            return 1
-        n = publish_model(spark, cfg, bootstrap, version)
-        print(f"published {n} lists of model {version} to {cfg.kafka.recommendations_topic}")
-    finally:
-        spark.stop()
+    version, n = run_publish(cfg, _bootstrap(cfg), args.model_version)
+    if not version:
+        print("no published model yet: run `jobrec retrain` first", file=sys.stderr)
+        return 1
+    print(f"published {n} lists of model {version} to {cfg.kafka.recommendations_topic}")
     return 0
 
 
 def cmd_show(cfg: Config, args: argparse.Namespace) -> int:
-    from streaming.connections import python_client_args, resolve_bootstrap
-    from streaming.demo import print_lists
-    from streaming.recommendations_reader import read_latest_lists
+    from jobrec.schemas.recommendation import NEW_USER_KEY
+    from jobrec.streaming.local.demo import print_lists
+    from jobrec.streaming.processes import read_lists
 
-    lists = read_latest_lists(python_client_args(cfg.kafka, resolve_bootstrap(cfg)), cfg.kafka.recommendations_topic)
+    lists = read_lists(cfg, _bootstrap(cfg))
     users = args.user or sorted(lists)[: args.limit]
     print_lists(lists, users, None)
-    from schemas.recommendation import NEW_USER_KEY
-
     n_users = len(lists) - (NEW_USER_KEY in lists)
     new_users = f", and the list for new users (key {NEW_USER_KEY})" if NEW_USER_KEY in lists else ""
     print(f"({n_users} users have a list on {cfg.kafka.recommendations_topic}{new_users})")
@@ -386,28 +249,44 @@ def cmd_show(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
-    from streaming.demo import run_demo
+    from jobrec.streaming.local.demo import run_demo
 
-    return run_demo(cfg, Path(args.seed_dir), args.live_events, args.keep_kafka)
+    return run_demo(cfg, _seed_dir(args.seed_dir), args.live_events, args.keep_kafka)
 
 
 def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     if args.what == "freshness":
-        from streaming.bench_freshness import run_freshness
+        from jobrec.streaming.bench.freshness import run_freshness
 
-        return run_freshness(cfg, Path(args.seed_dir), args.rate, args.seconds, args.json)
+        return run_freshness(cfg, _seed_dir(args.seed_dir), args.rate, args.seconds, args.json)
     if args.what == "api":
-        from streaming.bench_api import run_api_bench
+        from jobrec.streaming.bench.api import run_api_bench
 
         return run_api_bench(cfg, args.seconds, args.concurrency, args.batch_size, args.json)
-    from streaming.bench import run_bench
+    if args.what == "implicit":
+        from jobrec.batch.bench.implicit import run_implicit_bench
 
-    return run_bench(cfg, args.what, args.events, Path(args.seed_dir))
+        return run_implicit_bench(cfg, _seed_dir(args.seed_dir))
+    from jobrec.streaming.bench.pipeline import run_bench
+
+    return run_bench(cfg, args.what, args.events, _seed_dir(args.seed_dir))
+
+
+def _seed_dir(text: str) -> Path:
+    folder = Path(text).expanduser()
+    if not (folder / "job_clicks.csv").is_file():
+        raise FileNotFoundError(f"no job_clicks.csv in {folder.resolve()}: pass --seed-dir DIR or set JOBREC_SEED_DIR")
+    return folder
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobrec", description=__doc__.split("\n")[0] if __doc__ else None)
-    p.add_argument("--config", help="YAML file overriding deploy/config/default.yaml")
+    p.add_argument("--config", help="YAML file overriding the defaults (deploy/config/default.yaml)")
+    p.add_argument(
+        "--data-dir",
+        help="base of the relative paths in the config (tables, checkpoints, the local broker); "
+        f"default ${DATA_DIR_ENV}, else the current folder",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -465,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "evaluate", help="ranking metrics on a held-out split, beside popularity; Markdown + PNG report"
     )
-    ev.add_argument("--interactions", default=str(SEED_DIR / "job_clicks.csv"), help="CSV of (user, job, count) rows")
+    ev.add_argument("--interactions", default=f"{SEED_DIR}/job_clicks.csv", help="CSV of (user, job, count) rows")
     ev.add_argument("--out", default="reports/evaluation", help="folder for report.md, results.json and the plots")
     ev.add_argument("--tune", action="store_true", help="choose the parameters on the validation split")
     ev.add_argument("--split", choices=["random", "time"], default="random", help="per-user random or newest holdout")
@@ -483,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_show)
 
     d = sub.add_parser("demo", help="the whole pipeline on the seed data with a local Kafka, then shut down")
-    d.add_argument("--seed-dir", default=str(SEED_DIR), help="folder with job_clicks.csv and jobs.csv")
+    d.add_argument("--seed-dir", default=SEED_DIR, help="folder with job_clicks.csv and jobs.csv")
     d.add_argument("--live-events", type=int, default=2000, help="live click events to stream in")
     d.add_argument("--keep-kafka", action="store_true", help="leave the broker running afterwards")
     d.set_defaults(func=cmd_demo)
@@ -500,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--concurrency", type=int, default=8, help="api: keep-alive connections sending at once")
     b.add_argument("--batch-size", type=int, default=50, help="api: events per request (batch 1 always runs too)")
     b.add_argument("--events", type=int, default=100_000, help="events for the ingest benchmark")
-    b.add_argument("--seed-dir", default=str(SEED_DIR), help="folder with job_clicks.csv")
+    b.add_argument("--seed-dir", default=SEED_DIR, help="folder with job_clicks.csv")
     b.set_defaults(func=cmd_bench)
     return p
 
@@ -509,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, data_dir=args.data_dir)
     except ConfigError as e:
         print(f"jobrec: bad config: {e}", file=sys.stderr)
         return 2
@@ -518,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI's last word: one clear line, details in the debug log
-        from streaming.connections import KafkaConnectError, KafkaNotConfigured
-        from streaming.embedded_kafka import BrokerError
+        from jobrec.batch.connections import KafkaConnectError
+        from jobrec.streaming.local.embedded_kafka import BrokerError, KafkaNotConfigured
 
         if isinstance(e, (KafkaNotConfigured, KafkaConnectError, BrokerError, FileNotFoundError, ValueError)):
             print(f"jobrec: {e}", file=sys.stderr)

@@ -17,9 +17,9 @@ import time
 from datetime import datetime
 from typing import Any
 
-from schemas.click_event import ClickEvent, parse_click_event
-from schemas.recommendation import list_for_new_user
-from streaming.producer import encode_event, make_click_event
+from jobrec.schemas.click_event import ClickEvent, parse_click_event
+from jobrec.schemas.recommendation import list_for_new_user
+from jobrec.streaming.producer import encode_event, make_click_event
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from schemas.click_event import EventLimits, Rejection, parse_click_event
-from schemas.job_event import parse_job_event
-from schemas.recommendation import list_for_new_user
+from jobrec.schemas.click_event import EventLimits, Rejection, parse_click_event
+from jobrec.schemas.job_event import parse_job_event
+from jobrec.schemas.recommendation import list_for_new_user
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,9 @@ class LatestLists:
         self._stop.set()
 
 
-def split_body(body: bytes, content_type: str) -> list[bytes] | None:
-    """The raw events of a request body: a JSON array's elements, NDJSON lines, or the body as one event.
-    None if the body is a JSON array that does not parse (then it is one bad event)."""
+def split_body(body: bytes, content_type: str) -> list[bytes]:
+    """The raw events of a request body: a JSON array's elements, NDJSON lines, or the body as one event (also a
+    body that starts like a JSON array but does not parse: it is then one bad event, rejected with its reason)."""
     text = body.lstrip()
     if "ndjson" in content_type or "jsonlines" in content_type:
         return [line for line in body.split(b"\n") if line.strip()]

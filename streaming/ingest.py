@@ -21,11 +21,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from schemas import tables as t
-from schemas.click_event import EventLimits
-from streaming import parse
-from streaming.aggregate import aggregate_interactions, merge_interactions
-from streaming.delta_tables import ensure_delta_table, idempotent_writes
+from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes
+from jobrec.batch.interactions_table import aggregate_interactions, merge_interactions
+from jobrec.schemas import tables as t
+from jobrec.schemas.click_event import EventLimits
+from jobrec.streaming import parse
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,10 @@ def drop_repeated_events(parsed: DataFrame, window: str) -> DataFrame:
     )
 
 
+def _discard(counts: dict[str, int]) -> None:
+    """foreachBatch wants a callback that returns nothing; the writers return their counts for tests."""
+
+
 def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings) -> dict[str, int]:
     """The foreachBatch body: write one micro-batch to the three tables, each write idempotent by batch id."""
     spark = batch.sparkSession
@@ -194,7 +198,7 @@ def start_ingest(
     writer = (
         deduped.writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", settings.checkpoint)
-        .foreachBatch(lambda df, batch_id: write_ingest_batch(df, batch_id, settings))
+        .foreachBatch(lambda df, batch_id: _discard(write_ingest_batch(df, batch_id, settings)))
     )
     if once:
         writer = writer.trigger(availableNow=True)
@@ -224,7 +228,7 @@ def run_ingest(
                 if any(q.exception() is not None for q in queries if not q.isActive):
                     break
                 heartbeat()
-                next(q for q in queries if q.isActive).awaitTermination(timeout=1.0)
+                next(q for q in queries if q.isActive).awaitTermination(timeout=1)
             for q in queries:
                 if q.isActive:
                     q.stop()

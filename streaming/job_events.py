@@ -18,14 +18,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from batch.catalog import CategoryNormaliser, expiry
-from batch.jobs_table import apply_job_events
-from schemas import tables as t
-from schemas.click_event import EventLimits, epoch_micros
-from schemas.job_event import JobEvent, parse_job_event
-from streaming import parse
-from streaming.delta_tables import ensure_delta_table
-from streaming.ingest import IngestSettings, dead_letter_rows, kafka_columns, kafka_source
+from jobrec.batch.core.catalog import CategoryNormaliser, expiry
+from jobrec.batch.delta_tables import ensure_delta_table
+from jobrec.batch.jobs_table import apply_job_events
+from jobrec.schemas import tables as t
+from jobrec.schemas.click_event import EventLimits, epoch_micros
+from jobrec.schemas.job_event import JobEvent, parse_job_event
+from jobrec.streaming import parse
+from jobrec.streaming.ingest import IngestSettings, _discard, dead_letter_rows, kafka_columns, kafka_source
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def start_job_events(
         parse_job_records(records, settings)
         .writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", settings.jobs_checkpoint)
-        .foreachBatch(lambda df, batch_id: write_job_events_batch(df, batch_id, settings))
+        .foreachBatch(lambda df, batch_id: _discard(write_job_events_batch(df, batch_id, settings)))
     )
     # job events are few and must take effect soon: a batch at least every second while running
     trigger = {"availableNow": True} if once else {"processingTime": f"{max(trigger_seconds, 1)} seconds"}

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from schemas import tables as t
-from schemas.click_event import ClickEvent, EventLimits, parse_click_event
+from jobrec.schemas import tables as t
+from jobrec.schemas.click_event import ClickEvent, EventLimits, parse_click_event
 
 # input columns (selected from Spark's Kafka source before the call)
 IN_VALUE = "value"

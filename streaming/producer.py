@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from schemas.recommendation import format_timestamp
+from jobrec.schemas.recommendation import format_timestamp
 
 
 def make_click_event(

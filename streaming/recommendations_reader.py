@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from streaming.clients import RecommendationsConsumer
+from jobrec.streaming.clients import RecommendationsConsumer
 
 
 def read_latest_lists(consumer_args: dict[str, Any], topic: str, timeout_seconds: float = 30.0) -> dict[str, dict]:

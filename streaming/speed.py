@@ -8,7 +8,7 @@ gets a popularity list (source fallback): the popular jobs of the categories the
 popular jobs overall, until the next retrain. When a retrain publishes a new model version, the next check
 (every fold_in.model_check_seconds) switches to it without a restart.
 
-It follows the job-events topic too, into an in-memory copy of the catalog (`batch.catalog.CatalogState`,
+It follows the job-events topic too, into an in-memory copy of the catalog (`jobrec.batch.core.catalog.CatalogState`,
 loaded from the Delta jobs table at start): a closed or expired job leaves every list computed after the event
 arrives; job events of a poll apply before its clicks. `publish.max_per_category` caps a category in a list.
 
@@ -26,17 +26,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
-from batch.catalog import CatalogState, ServingFilter, serving_filter
-from batch.confidence import rating_values
-from batch.top_n import NO_CATEGORY, capped_top, top_n_unseen
-from schemas import tables as t
-from schemas.click_event import ClickEvent, EventLimits, parse_click_event
-from schemas.job_event import JobEvent, parse_job_event
-from schemas.recommendation import recommendation_message
-from streaming.fold_in import fold_in_user, gramian
+from jobrec.batch.core.catalog import CatalogState, ServingFilter, serving_filter
+from jobrec.batch.core.confidence import rating_values
+from jobrec.batch.core.fold_in import fold_in_user, gramian
+from jobrec.batch.core.top_n import NO_CATEGORY, capped_top, top_n_unseen
+from jobrec.schemas import tables as t
+from jobrec.schemas.click_event import ClickEvent, EventLimits, parse_click_event
+from jobrec.schemas.job_event import JobEvent, parse_job_event
+from jobrec.schemas.recommendation import recommendation_message
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class ServingModel:
     alpha: float
     reg_param: float
     popular: list[int]  # job indices, most interacted-with first
-    # the confidence input of the trained model (batch.confidence), so fold-in solves the same problem
+    # the confidence input of the trained model (jobrec.batch.core.confidence), so fold-in solves the same problem
     confidence: str = "linear"
     epsilon: float = 1.0
     half_life_days: float = 0.0
@@ -273,6 +274,7 @@ def process_records(
     n: int,
     limits: EventLimits,
     stats: SpeedStats,
+    *,
     catalog: CatalogState | None = None,
     filters: FilterCache | None = None,
     max_per_category: int = 0,
@@ -336,20 +338,29 @@ class ModelHolder:
                 log.exception("could not check for a new model; keeping %s", self.model and self.model.model_version)
 
 
+@dataclass(frozen=True)
+class SpeedSettings:
+    """What the speed layer publishes and how it judges records; from the config's kafka, publish and ingest."""
+
+    recommendations_topic: str
+    top_n: int
+    limits: EventLimits
+    max_per_category: int = 0
+    # job events come on this topic (None: no catalog updates)
+    jobs_topic: str | None = None
+
+
 def run_speed_layer(
-    consumer,
-    producer,
-    recommendations_topic: str,
+    consumer: Any,
+    producer: Any,
     models: ModelHolder,
     histories: Histories,
-    n: int,
-    limits: EventLimits,
+    settings: SpeedSettings,
     should_stop: Callable[[], bool],
+    *,
     stats: SpeedStats | None = None,
     heartbeat: Callable[[], None] = lambda: None,
     catalog: CatalogState | None = None,
-    jobs_topic: str | None = None,
-    max_per_category: int = 0,
 ) -> SpeedStats:
     """Poll clicks (and job events), fold in against the holder's current model, publish one list per touched
     user. Job events of a poll are applied before its clicks are scored."""
@@ -361,11 +372,16 @@ def run_speed_layer(
         heartbeat()
         polled = consumer.poll(timeout_ms=50, max_records=5000)
         records = [
-            (rec.value, rec.timestamp) for tp, batch in polled.items() if tp.topic != jobs_topic for rec in batch
+            (rec.value, rec.timestamp)
+            for tp, batch in polled.items()
+            if tp.topic != settings.jobs_topic
+            for rec in batch
         ]
-        if catalog is not None and jobs_topic is not None:
-            job_records = [(r.value, r.timestamp) for tp, b in polled.items() if tp.topic == jobs_topic for r in b]
-            if job_records and apply_job_records(job_records, catalog, limits, stats):
+        if catalog is not None and settings.jobs_topic is not None:
+            job_records = [
+                (r.value, r.timestamp) for tp, b in polled.items() if tp.topic == settings.jobs_topic for r in b
+            ]
+            if job_records and apply_job_records(job_records, catalog, settings.limits, stats):
                 log.info("catalog: %d job events applied (%d in all)", len(job_records), stats.job_events)
         model = models.model
         if not records:
@@ -373,17 +389,26 @@ def run_speed_layer(
         if model is None:
             # no model yet: histories still grow, lists start with the first retrain
             for value, received_ms in records:
-                verdict = parse_click_event(value, received_ms, limits)
+                verdict = parse_click_event(value, received_ms, settings.limits)
                 if isinstance(verdict, ClickEvent) and not recent.seen_before(verdict.event_id):
                     histories.add(verdict)
             continue
         started = time.perf_counter()
         messages = process_records(
-            records, histories, recent, model, n, limits, stats, catalog, filters, max_per_category
+            records,
+            histories,
+            recent,
+            model,
+            settings.top_n,
+            settings.limits,
+            stats,
+            catalog=catalog,
+            filters=filters,
+            max_per_category=settings.max_per_category,
         )
         computed = time.perf_counter()
         for user, message in messages:
-            producer.send(recommendations_topic, key=user.encode(), value=message.encode())
+            producer.send(settings.recommendations_topic, key=user.encode(), value=message.encode())
         producer.flush()
         stats.polls_with_records += 1
         stats.compute_seconds += computed - started

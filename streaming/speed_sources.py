@@ -6,18 +6,16 @@ Spark is used here only to read tables, at start and when a new model version ap
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 
 import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from batch.train import read_factors, serving_model_version
-from schemas import tables as t
-from streaming.delta_tables import ensure_delta_table, table_path
-from streaming.speed import Histories, ServingModel
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+from jobrec.batch.delta_tables import ensure_delta_table, table_path
+from jobrec.batch.train import read_factors, serving_model_version
+from jobrec.schemas import tables as t
+from jobrec.schemas.click_event import from_epoch_micros
+from jobrec.streaming.speed import Histories, ServingModel
 
 
 def load_serving_model(spark: SparkSession, tables_root: str, current: str | None = None) -> ServingModel | None:
@@ -61,7 +59,7 @@ def load_histories(spark: SparkSession, tables_root: str, histories: Histories) 
     rows = interactions.select(t.USER_ID, t.JOB_ID, t.STRENGTH, F.unix_micros(t.LAST_AT)).toLocalIterator()
     n = 0
     for user, job, strength, last_us in rows:
-        last_at = _EPOCH + timedelta(microseconds=last_us) if last_us is not None else None
+        last_at = from_epoch_micros(last_us)
         histories.load([(user, job, strength, last_at)])
         n += 1
     return n

@@ -94,7 +94,7 @@ def test_what_matters(values: tuple[str, ...]) -> None:
         for c in d["spec"]["template"]["spec"]["containers"]:
             assert "livenessProbe" in c, d["metadata"]["name"]  # the retrain Job has its deadline instead
     # the pipeline config in the ConfigMap is valid for jobrec itself
-    from schemas.config import DEFAULT_CONFIG_PATH, expand_env, merge, parse_config, read_yaml
+    from jobrec.schemas.config import DEFAULT_CONFIG_PATH, expand_env, merge, parse_config, read_yaml
 
     [cm] = by_kind(docs, "ConfigMap")
     override = yaml.safe_load(cm["data"]["config.yaml"])

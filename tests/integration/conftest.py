@@ -3,6 +3,7 @@ SparkSession with Delta, and a fresh config (own topics, own table folders) per 
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -12,18 +13,21 @@ from typing import Any
 import pytest
 import yaml
 
-from schemas.config import Config, EmbeddedKafkaConfig, load_config
-from streaming.connections import build_spark_session, ensure_topics, python_client_args
-from streaming.embedded_kafka import BrokerState, start_broker, stop_broker
+from jobrec.batch.connections import build_spark_session, ensure_topics, python_client_args
+from jobrec.schemas.config import Config, EmbeddedKafkaConfig, load_config
+from jobrec.streaming.local.embedded_kafka import BrokerState, start_broker, stop_broker
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_DIR = REPO.parent / "shared" / "data" / "seed"
 
+# the jar cache that `make setup` fills: the default config's, which follows JOBREC_CACHE_DIR as the Makefile does
+_DEFAULTS = load_config(env={k: v for k, v in os.environ.items() if k == "JOBREC_CACHE_DIR"})
+KAFKA_JARS = _DEFAULTS.embedded_kafka.jars_dir
+SPARK_JARS = _DEFAULTS.spark.jars_dir
+
 
 def broker_config(folder: Path) -> EmbeddedKafkaConfig:
-    return EmbeddedKafkaConfig(
-        dir=str(folder), jars_dir=str(REPO / ".cache" / "jars" / "kafka"), heap_mb=512, start_timeout_seconds=120
-    )
+    return EmbeddedKafkaConfig(dir=str(folder), jars_dir=KAFKA_JARS, heap_mb=512, start_timeout_seconds=120)
 
 
 def write_config(folder: Path, bootstrap: str, name: str, **sections: dict[str, Any]) -> Path:
@@ -38,7 +42,7 @@ def write_config(folder: Path, bootstrap: str, name: str, **sections: dict[str, 
         },
         "storage": {"tables_root": str(folder / "tables"), "checkpoints_root": str(folder / "checkpoints")},
         "spark": {
-            "jars_dir": str(REPO / ".cache" / "jars" / "spark"),
+            "jars_dir": SPARK_JARS,
             "checkpoint_dir": str(folder / "spark-checkpoints"),
             "shuffle_partitions": 2,
             "driver_memory": "3g",

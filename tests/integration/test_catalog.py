@@ -15,20 +15,21 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from batch.backfill import CsvLayout, load_counts_csv
-from batch.catalog import CategoryNormaliser
-from batch.jobs_table import load_jobs_csv
-from batch.train import train_model, write_model
-from schemas import tables as t
-from schemas.config import load_config
-from schemas.recommendation import NEW_USER_KEY
-from streaming.app import als_params, ingest_settings, publish_model, run_speed
-from streaming.clients import RecommendationsConsumer
-from streaming.connections import ensure_topics, python_client_args
-from streaming.delta_tables import table_path
-from streaming.job_events import start_job_events
-from streaming.producer import make_click_event, make_job_event, send_click_events, send_job_events, send_raw
-from streaming.speed import SpeedStats
+from jobrec.batch.backfill import CsvLayout, load_counts_csv
+from jobrec.batch.connections import ensure_topics, python_client_args
+from jobrec.batch.core.catalog import CategoryNormaliser
+from jobrec.batch.delta_tables import table_path
+from jobrec.batch.jobs_table import load_jobs_csv
+from jobrec.batch.processes import als_params, publish_model
+from jobrec.batch.train import train_model, write_model
+from jobrec.schemas import tables as t
+from jobrec.schemas.config import load_config
+from jobrec.schemas.recommendation import NEW_USER_KEY
+from jobrec.streaming.clients import RecommendationsConsumer
+from jobrec.streaming.job_events import start_job_events
+from jobrec.streaming.processes import ingest_settings, run_speed
+from jobrec.streaming.producer import make_click_event, make_job_event, send_click_events, send_job_events, send_raw
+from jobrec.streaming.speed import SpeedStats
 from tests.integration.conftest import SEED_DIR, make_producer, write_config
 
 CAP = 3

@@ -12,11 +12,11 @@ import uuid
 import pytest
 import uvicorn
 
-from schemas.config import load_config
-from streaming.app import build_api
-from streaming.connections import ensure_topics, python_client_args
-from streaming.embedded_kafka import free_port, start_broker, stop_broker
-from streaming.producer import make_click_event, make_job_event
+from jobrec.batch.connections import ensure_topics, python_client_args
+from jobrec.schemas.config import load_config
+from jobrec.streaming.local.embedded_kafka import free_port, start_broker, stop_broker
+from jobrec.streaming.processes import build_api
+from jobrec.streaming.producer import make_click_event, make_job_event
 from tests.integration.conftest import broker_config, make_producer, write_config
 
 TOKEN = "test-token"
@@ -198,7 +198,7 @@ def test_broker_down_means_503_and_nothing_acknowledged_is_lost(api) -> None:
 
 
 def test_python_clients_send_and_follow(api) -> None:
-    from streaming.clients import ClickProducer, InvalidEvent, RecommendationsConsumer
+    from jobrec.streaming.clients import ClickProducer, InvalidEvent, RecommendationsConsumer
 
     _, cfg, _ = api
     args = python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers)

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 
 from pyspark.sql import functions as F
 
-from schemas import tables as t
-from streaming.app import ingest_settings
-from streaming.delta_tables import table_path
-from streaming.ingest import start_ingest
+from jobrec.batch.delta_tables import table_path
+from jobrec.schemas import tables as t
+from jobrec.streaming.ingest import start_ingest
+from jobrec.streaming.processes import ingest_settings
 from tests.integration.conftest import make_producer
 from tests.unit.test_click_event import BAD_RECORDS
 

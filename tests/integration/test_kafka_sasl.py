@@ -11,11 +11,11 @@ from dataclasses import replace
 
 import pytest
 
-from schemas.config import load_config
-from streaming.app import ingest_settings
-from streaming.connections import KafkaConnectError, ensure_topics, python_client_args
-from streaming.embedded_kafka import ScramUser, start_broker, stop_broker
-from streaming.ingest import start_ingest
+from jobrec.batch.connections import KafkaConnectError, ensure_topics, python_client_args
+from jobrec.schemas.config import load_config
+from jobrec.streaming.ingest import start_ingest
+from jobrec.streaming.local.embedded_kafka import ScramUser, start_broker, stop_broker
+from jobrec.streaming.processes import ingest_settings
 from tests.integration.conftest import REPO, broker_config, unique_name, write_config
 from tests.integration.test_ingest import expected_counts, interactions_by_type, send, valid_events
 
@@ -77,7 +77,7 @@ def test_wrong_password_is_refused_with_a_clear_error(scram_broker, tmp_path, re
 def test_cli_fails_at_start_on_wrong_credentials(scram_broker, tmp_path, request) -> None:
     path, _ = sasl_config(tmp_path, scram_broker, request, "nope")
     done = subprocess.run(
-        [sys.executable, "-m", "streaming.cli", "--config", str(path), "ingest", "--once"],
+        [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(path), "ingest", "--once"],
         cwd=REPO,
         capture_output=True,
         text=True,

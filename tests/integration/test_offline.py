@@ -1,4 +1,6 @@
-"""`jobrec offline` on a file with string ids and another layout: every user gets K unseen jobs, as CSV."""
+"""`jobrec offline` on a file with string ids and another layout: every user gets K unseen jobs, as CSV. Run as a
+user of the built wheel would, from a folder outside the checkout, with a relative path in the config resolved
+against --data-dir."""
 
 from __future__ import annotations
 
@@ -8,10 +10,10 @@ import subprocess
 import sys
 from collections import defaultdict
 
-from tests.integration.conftest import REPO, write_config
+from tests.integration.conftest import write_config
 
 
-def test_offline_writes_top_k_unseen_for_every_user(tmp_path) -> None:
+def test_offline_writes_top_k_unseen_for_every_user(tmp_path, installed_elsewhere) -> None:
     rng = random.Random(5)
     # two taste groups with string ids: group a clicks jobs a-*, group b clicks jobs b-*
     seen = defaultdict(set)
@@ -24,15 +26,21 @@ def test_offline_writes_top_k_unseen_for_every_user(tmp_path) -> None:
                 w.writerow([f"user {group}{u}", f"{group}-job-{j}", rng.randint(1, 5)])
                 seen[f"user {group}{u}"].add(f"{group}-job-{j}")
         w.writerow(["user a0", "b-job-1", 0])  # a zero count is no interaction
-    config = write_config(tmp_path / "cfg", "unused:9092", "offline", als={"rank": 8, "max_iter": 8})
+    config = write_config(
+        tmp_path / "cfg", "unused:9092", "offline", als={"rank": 8, "max_iter": 8}, spark={"checkpoint_dir": "ckpt"}
+    )
     out = tmp_path / "out" / "recs.csv"
+    elsewhere, data_dir = tmp_path / "elsewhere", tmp_path / "data"
+    elsewhere.mkdir()
     done = subprocess.run(
         [
             sys.executable,
             "-m",
-            "streaming.cli",
+            "jobrec.streaming.cli",
             "--config",
             str(config),
+            "--data-dir",
+            str(data_dir),
             "offline",
             "--interactions",
             str(tmp_path / "in.tsv"),
@@ -49,12 +57,15 @@ def test_offline_writes_top_k_unseen_for_every_user(tmp_path) -> None:
             "--count-col",
             "n",
         ],
-        cwd=REPO,
+        cwd=elsewhere,
+        env=installed_elsewhere,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # the relative spark.checkpoint_dir went under --data-dir, not under the working folder
+    assert (data_dir / "ckpt").is_dir() and not (elsewhere / "ckpt").exists()
     rows = list(csv.DictReader(out.open()))
     assert set(rows[0]) == {"user_id", "job_id", "rank", "score"}
     by_user = defaultdict(list)

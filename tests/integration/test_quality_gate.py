@@ -10,13 +10,13 @@ from dataclasses import replace
 import numpy as np
 from pyspark.sql import functions as F
 
-from batch.backfill import CsvLayout, load_counts_csv
-from batch.retrain import GateSettings, gated_retrain
-from batch.train import serving_model_version
-from schemas import tables as t
-from schemas.config import load_config
-from streaming.app import als_params
-from streaming.delta_tables import table_path
+from jobrec.batch.backfill import CsvLayout, load_counts_csv
+from jobrec.batch.delta_tables import table_path
+from jobrec.batch.processes import als_params
+from jobrec.batch.retrain import GateSettings, gated_retrain
+from jobrec.batch.train import serving_model_version
+from jobrec.schemas import tables as t
+from jobrec.schemas.config import load_config
 from tests.integration.conftest import SEED_DIR, write_config
 
 
@@ -55,7 +55,8 @@ def test_spark_and_numpy_confidence_agree(spark) -> None:
     """The training side (Spark column) and the fold-in side (numpy) compute the same r."""
     from pyspark.sql import functions as F
 
-    from batch.confidence import rating_column, rating_values
+    from jobrec.batch.core.confidence import rating_values
+    from jobrec.batch.train import rating_column
 
     rows = [(4.0, 10.0), (4.0, 0.0), (7.5, 3.2), (1.0, -2.0), (2.0, None)]
     df = spark.createDataFrame(rows, "s DOUBLE, age DOUBLE")

@@ -16,18 +16,18 @@ import sys
 import time
 from pathlib import Path
 
-from schemas import tables as t
-from schemas.config import load_config
-from streaming.connections import ensure_topics
-from streaming.delta_tables import table_path
-from streaming.embedded_kafka import start_broker, stop_broker
+from jobrec.batch.connections import ensure_topics
+from jobrec.batch.delta_tables import table_path
+from jobrec.schemas import tables as t
+from jobrec.schemas.config import load_config
+from jobrec.streaming.local.embedded_kafka import start_broker, stop_broker
 from tests.integration.conftest import REPO, broker_config, make_producer, unique_name, write_config
 from tests.integration.test_ingest import expected_counts, interactions_by_type, send, valid_events
 
 
 def start_ingest_process(config: Path, log: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "streaming.cli", "--config", str(config), "ingest", *extra],
+        [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(config), "ingest", *extra],
         cwd=REPO,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
@@ -97,7 +97,7 @@ def test_sigkill_mid_ingest_then_restart_counts_exactly_once(spark, broker, tmp_
     assert 0 < at_kill < 3000, f"the kill did not land mid-ingest ({at_kill} events were in)"
 
     done = subprocess.run(
-        [sys.executable, "-m", "streaming.cli", "--config", str(config), "ingest", "--once"],
+        [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(config), "ingest", "--once"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -14,15 +14,15 @@ import jsonschema
 import numpy as np
 import pytest
 
-from batch.backfill import CsvLayout, load_counts_csv
-from batch.train import serving_model_version, train_model, write_model
-from schemas import tables as t
-from schemas.config import load_config
-from schemas.recommendation import NEW_USER_KEY
-from streaming.app import als_params, publish_model
-from streaming.connections import ensure_topics, python_client_args
-from streaming.delta_tables import table_path
-from streaming.recommendations_reader import read_latest_lists
+from jobrec.batch.backfill import CsvLayout, load_counts_csv
+from jobrec.batch.connections import ensure_topics, python_client_args
+from jobrec.batch.delta_tables import table_path
+from jobrec.batch.processes import als_params, publish_model
+from jobrec.batch.train import serving_model_version, train_model, write_model
+from jobrec.schemas import tables as t
+from jobrec.schemas.config import load_config
+from jobrec.schemas.recommendation import NEW_USER_KEY
+from jobrec.streaming.recommendations_reader import read_latest_lists
 from tests.integration.conftest import REPO, SEED_DIR, write_config
 
 K = 10
@@ -128,13 +128,13 @@ def test_publish_sends_every_user_one_valid_list_of_unseen_jobs(spark, trained) 
 
 
 def test_fold_in_of_an_unchanged_history_matches_the_trained_factor(spark, trained) -> None:
-    from streaming.speed_sources import load_serving_model
+    from jobrec.streaming.speed_sources import load_serving_model
 
     cfg, model, train, _ = trained
     serving = load_serving_model(spark, cfg.storage.tables_root)
     assert serving is not None and serving.model_version == model.model_version
     users = {r[t.USER_ID]: np.array(r[t.FEATURES], dtype=np.float64) for r in model.user_factors.collect()}
-    from streaming.fold_in import fold_in_user
+    from jobrec.batch.core.fold_in import fold_in_user
 
     errors = []
     for user in sorted(train)[:50]:
@@ -152,8 +152,8 @@ def test_a_click_refreshes_that_users_list_within_seconds(spark, trained) -> Non
     import threading
     import time
 
-    from streaming.app import run_speed
-    from streaming.producer import make_click_event, send_click_events
+    from jobrec.streaming.processes import run_speed
+    from jobrec.streaming.producer import make_click_event, send_click_events
     from tests.integration.conftest import make_producer
 
     cfg, model, train, _ = trained

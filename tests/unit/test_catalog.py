@@ -12,11 +12,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from batch.catalog import CatalogState, CategoryNormaliser, serving_filter, wins
-from schemas import tables as t
-from schemas.click_event import EventLimits
-from schemas.job_event import JobEvent, parse_job_event
-from streaming.speed import (
+from jobrec.batch.core.catalog import CatalogState, CategoryNormaliser, serving_filter, wins
+from jobrec.schemas import tables as t
+from jobrec.schemas.click_event import EventLimits
+from jobrec.schemas.job_event import JobEvent, parse_job_event
+from jobrec.streaming.speed import (
     FilterCache,
     Histories,
     RecentIds,
@@ -212,7 +212,15 @@ def test_speed_layer_drops_a_job_from_lists_once_its_close_event_arrived() -> No
 
     def listed(event_id: str) -> list[str]:
         [(_, message)] = process_records(
-            [(click(event_id), RECEIVED_MS)], histories, RecentIds(), m, 5, limits, stats, catalog, filters
+            [(click(event_id), RECEIVED_MS)],
+            histories,
+            RecentIds(),
+            m,
+            5,
+            limits,
+            stats,
+            catalog=catalog,
+            filters=filters,
         )
         return [i["job_id"] for i in json.loads(message)["items"]]
 
@@ -229,7 +237,7 @@ def test_speed_layer_drops_a_job_from_lists_once_its_close_event_arrived() -> No
 def test_job_events_parse_with_normalised_category_and_default_expiry() -> None:
     import pyarrow as pa
 
-    from streaming import job_events, parse
+    from jobrec.streaming import job_events, parse
 
     records = [
         job_event(event_id="a", category="retial"),  # posted at 12:00, no expiry: the default TTL applies

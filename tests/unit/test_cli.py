@@ -31,7 +31,7 @@ COMMANDS = [
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help(command: str) -> None:
-    args = [sys.executable, "-m", "streaming.cli", *command.split(), "--help"]
+    args = [sys.executable, "-m", "jobrec.streaming.cli", *command.split(), "--help"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "usage: jobrec" in done.stdout

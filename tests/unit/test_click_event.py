@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from schemas.click_event import ClickEvent, EventLimits, Rejection, parse_click_event, parse_timestamp
+from jobrec.schemas.click_event import ClickEvent, EventLimits, Rejection, parse_click_event, parse_timestamp
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "click_event.v1.json").read_text())
 RECEIVED_MS = int(datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)

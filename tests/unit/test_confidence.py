@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from batch.confidence import rating_values
-from streaming.speed import Histories, ServingModel, recommend_for_users
+from jobrec.batch.core.confidence import rating_values
+from jobrec.streaming.speed import Histories, ServingModel, recommend_for_users
 from tests.unit.test_fold_in import normal_equations_solution
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streaming.fold_in import fold_in_user, gramian
+from jobrec.batch.core.fold_in import fold_in_user, gramian
 
 
 def normal_equations_solution(y: np.ndarray, r_row: np.ndarray, alpha: float, lam: float) -> np.ndarray:

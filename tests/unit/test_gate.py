@@ -1,4 +1,4 @@
-from batch.gate import decide
+from jobrec.batch.core.gate import decide
 
 
 def test_first_model_needs_only_to_beat_popularity() -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from batch.metrics import (
+from jobrec.batch.core.metrics import (
     auc,
     average_precision_at_k,
     catalog_coverage,

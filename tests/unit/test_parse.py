@@ -6,8 +6,8 @@ import json
 
 import pyarrow as pa
 
-from schemas.click_event import EventLimits
-from streaming import parse
+from jobrec.schemas.click_event import EventLimits
+from jobrec.streaming import parse
 
 
 def test_each_record_becomes_one_row_in_order() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 
-from schemas.click_event import EventLimits
-from streaming.speed import Histories, RecentIds, ServingModel, SpeedStats, process_records, recommend_for_user
+from jobrec.schemas.click_event import EventLimits
+from jobrec.streaming.speed import Histories, RecentIds, ServingModel, SpeedStats, process_records, recommend_for_user
 from tests.unit.test_fold_in import normal_equations_solution
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "recommendation.v1.json").read_text())
@@ -111,7 +111,7 @@ def test_histories_keep_the_newest_time() -> None:
 def test_model_holder_switches_to_a_new_version_without_a_restart() -> None:
     import time
 
-    from streaming.speed import ModelHolder
+    from jobrec.streaming.speed import ModelHolder
 
     versions = iter(["v1", None, "v2"])  # first load, a check that finds nothing new, then a new version
 

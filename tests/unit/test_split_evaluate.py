@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from batch.evaluate import evaluate_model, evaluate_popularity
-from batch.split import random_holdout, time_holdout, train_validation_test
+from jobrec.batch.core.evaluate import evaluate_model, evaluate_popularity
+from jobrec.batch.core.split import random_holdout, time_holdout, train_validation_test
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

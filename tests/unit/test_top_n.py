@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from batch.top_n import top_n_unseen
+from jobrec.batch.core.top_n import top_n_unseen
 
 
 def test_small_case_worked_by_hand() -> None:

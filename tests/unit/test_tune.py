@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from batch.train import AlsParams
-from batch.tune import Grid, format_table, grid_search, progress_bar
+from jobrec.batch.train import AlsParams
+from jobrec.batch.tune import Grid, format_table, grid_search, progress_bar
 
 BASE = AlsParams(rank=8, max_iter=5, reg_param=0.1, alpha=1.0, seed=1)
 

@@ -6,14 +6,16 @@ run once per batch: callers wrap it in `idempotent_writes` with the batch's id.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from schemas import tables as t
-from schemas.click_event import EVENT_TYPES
+from jobrec.schemas import tables as t
+from jobrec.schemas.click_event import EVENT_TYPES
 
 
-def strength_expr(weights: dict[str, float], prefix: str = "") -> Column:
+def strength_expr(weights: Mapping[str, float], prefix: str = "") -> Column:
     """Weighted strength from the count columns: sum of weight[type] * n_type."""
     total: Column = F.lit(0.0)
     for event_type in EVENT_TYPES:
@@ -21,7 +23,7 @@ def strength_expr(weights: dict[str, float], prefix: str = "") -> Column:
     return total
 
 
-def aggregate_interactions(events: DataFrame, weights: dict[str, float]) -> DataFrame:
+def aggregate_interactions(events: DataFrame, weights: Mapping[str, float]) -> DataFrame:
     """Events (one row per event) -> one row per (user_id, job_id) in the interactions schema."""
     counts = [
         F.sum(F.when(F.col(t.EVENT_TYPE) == e, 1).otherwise(0)).cast("long").alias(t.count_column(e))

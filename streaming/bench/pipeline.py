@@ -19,8 +19,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from schemas.click_event import EventLimits, parse_click_event
-from schemas.config import Config
+from jobrec.schemas.click_event import EventLimits, parse_click_event
+from jobrec.schemas.config import Config
 
 
 def _bench_config(cfg: Config, folder: Path, bootstrap: str) -> Config:
@@ -69,8 +69,8 @@ def bench_parse(n: int = 100_000) -> dict[str, float]:
 def run_bench(cfg: Config, what: str, n_events: int, seed_dir: Path) -> int:
     from kafka import KafkaProducer
 
-    from streaming.connections import build_spark_session, ensure_topics, python_client_args
-    from streaming.embedded_kafka import start_broker, stop_broker
+    from jobrec.batch.connections import build_spark_session, ensure_topics, python_client_args
+    from jobrec.streaming.local.embedded_kafka import start_broker, stop_broker
 
     folder = Path(tempfile.mkdtemp(prefix="jobrec-bench-"))
     kafka = replace(cfg.embedded_kafka, dir=str(folder / "kafka"))
@@ -80,17 +80,7 @@ def run_bench(cfg: Config, what: str, n_events: int, seed_dir: Path) -> int:
         ensure_topics(cfg.kafka, state.bootstrap)
         spark = build_spark_session(cfg, "jobrec-bench")
         try:
-            if what == "implicit":
-                from batch.backfill import CsvLayout
-                from batch.bench_implicit import compare_with_implicit
-                from batch.offline import read_interactions_file
-                from streaming.app import als_params
-
-                interactions = read_interactions_file(
-                    spark, str(seed_dir / "job_clicks.csv"), CsvLayout(), cfg.ingest.weights, binary=True
-                )
-                figures = compare_with_implicit(spark, interactions, als_params(cfg))
-            elif what == "ingest":
+            if what == "ingest":
                 figures = bench_parse()
                 rng = random.Random(0)
                 now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -123,9 +113,9 @@ def run_bench(cfg: Config, what: str, n_events: int, seed_dir: Path) -> int:
 
 
 def _bench_ingest(spark, cfg: Config, n_events: int) -> dict[str, float]:
-    from streaming.app import ingest_settings
-    from streaming.connections import spark_kafka_options
-    from streaming.ingest import start_ingest
+    from jobrec.batch.connections import spark_kafka_options
+    from jobrec.streaming.ingest import start_ingest
+    from jobrec.streaming.processes import ingest_settings
 
     opts = spark_kafka_options(cfg.kafka, cfg.kafka.bootstrap_servers)
     t0 = time.perf_counter()
@@ -148,9 +138,9 @@ def _bench_ingest(spark, cfg: Config, n_events: int) -> dict[str, float]:
 
 
 def _bench_retrain(spark, cfg: Config, seed_dir: Path) -> dict[str, float]:
-    from batch.backfill import CsvLayout, load_counts_csv
-    from batch.train import train_model
-    from streaming.app import als_params
+    from jobrec.batch.backfill import CsvLayout, load_counts_csv
+    from jobrec.batch.processes import als_params
+    from jobrec.batch.train import train_model
 
     load_counts_csv(
         spark, str(seed_dir / "job_clicks.csv"), CsvLayout(), cfg.storage.tables_root, "click", cfg.ingest.weights

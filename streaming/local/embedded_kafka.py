@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.config import EmbeddedKafkaConfig
+from jobrec.schemas.config import EmbeddedKafkaConfig, KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -275,3 +275,32 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+class KafkaNotConfigured(RuntimeError):
+    """No broker address in the config and no embedded broker running."""
+
+
+def resolve_bootstrap(kafka: KafkaConfig, embedded: EmbeddedKafkaConfig) -> str:
+    """kafka.bootstrap_servers; only when that is empty (local use), the embedded broker's address.
+
+    Production configs name their brokers, so the local broker's state file is never consulted there.
+    """
+    if kafka.bootstrap_servers:
+        return kafka.bootstrap_servers
+    state = running_broker(embedded)
+    if not state:
+        raise KafkaNotConfigured(
+            "kafka.bootstrap_servers is empty and no embedded broker runs: start one with `jobrec kafka start` "
+            "or set kafka.bootstrap_servers"
+        )
+    return state.bootstrap
+
+
+def start_local_kafka(kafka: KafkaConfig, embedded: EmbeddedKafkaConfig) -> BrokerState:
+    """`jobrec kafka start`: the embedded broker (or the one already running) with the pipeline's topics."""
+    from jobrec.batch.connections import ensure_topics
+
+    state = start_broker(embedded)
+    ensure_topics(kafka, state.bootstrap)
+    return state

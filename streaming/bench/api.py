@@ -33,16 +33,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from schemas.click_event import EVENT_TYPES
-from schemas.config import Config
-from streaming.producer import encode_event, make_click_event
+from jobrec.schemas.click_event import EVENT_TYPES
+from jobrec.schemas.config import Config, to_data
+from jobrec.streaming.producer import encode_event, make_click_event
 
 HOST = "127.0.0.1"
 WARMUP_S = 2.0
@@ -166,7 +166,10 @@ def _drive(
     elapsed = max(s[0] for s in done) - start if done else seconds
     lat = np.array([s[1] for s in done]) * 1000 if done else np.zeros(1)
     accepted = sum(s[3] for s in done)
-    used = {n: cpu1[n] - cpu0[n] if cpu0[n] is not None and cpu1[n] is not None else None for n in pids}
+    used: dict[str, float | None] = {}
+    for name in pids:
+        before, after = cpu0[name], cpu1[name]
+        used[name] = after - before if before is not None and after is not None else None
     figures = {
         "batch_size": batch_size,
         "requests": len(done),
@@ -230,12 +233,12 @@ def _check_delivered(client: dict[str, Any], topic: str, accepted: set[str]) -> 
 
 def _start_api(cfg: Config, folder: Path, port: int) -> subprocess.Popen:
     """`jobrec api` in its own interpreter, with this run's config written to a file it reads."""
-    data = asdict(cfg)
+    data = to_data(cfg)
     data["api"]["token"] = "${" + TOKEN_ENV + ":-}"  # through the environment, not written to disk
     path = folder / "api.yaml"
     path.write_text(yaml.safe_dump(data))
     log = open(folder / "api.log", "wb")
-    cmd = [sys.executable, "-m", "streaming.cli", "--config", str(path), "--log-level", "WARNING"]
+    cmd = [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(path), "--log-level", "WARNING"]
     return subprocess.Popen(
         [*cmd, "api", "--host", HOST, "--port", str(port)],
         stdout=log,
@@ -264,9 +267,9 @@ def _wait_ready(proc: subprocess.Popen, port: int, log_path: Path, timeout_s: fl
 
 
 def run_api_bench(cfg: Config, seconds: float, concurrency: int, batch_size: int, as_json: bool) -> int:
-    from streaming.bench import _bench_config
-    from streaming.connections import ensure_topics, python_client_args
-    from streaming.embedded_kafka import free_port, start_broker, stop_broker
+    from jobrec.batch.connections import ensure_topics, python_client_args
+    from jobrec.streaming.bench.pipeline import _bench_config
+    from jobrec.streaming.local.embedded_kafka import free_port, start_broker, stop_broker
 
     folder = Path(tempfile.mkdtemp(prefix="jobrec-bench-api-"))
     kafka = replace(cfg.embedded_kafka, dir=str(folder / "kafka"))

@@ -11,9 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from batch import metrics
-
-METRIC_NAMES = ("precision", "recall", "map", "ndcg", "auc", "mpr", "coverage")
+from jobrec.batch.core import metrics
 
 
 def _summarise(

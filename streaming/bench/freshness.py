@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.config import Config
+from jobrec.schemas.config import Config
 
 PROBE_USERS = 50
 PROBE_EVERY_S = 0.2
@@ -32,7 +32,7 @@ def _generate_load(bootstrap: str, client: dict, topic: str, pairs: list, rate: 
     """Send `rate` events per second for `seconds`, paced every 10 ms; count them in `sent`."""
     from kafka import KafkaProducer
 
-    from streaming.producer import encode_event, make_click_event
+    from jobrec.streaming.producer import encode_event, make_click_event
 
     producer = KafkaProducer(**client, acks="all", linger_ms=5, batch_size=1 << 17)
     rng = random.Random(11)
@@ -55,13 +55,14 @@ def _generate_load(bootstrap: str, client: dict, topic: str, pairs: list, rate: 
 def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_json: bool) -> int:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from batch.backfill import CsvLayout, load_counts_csv
-    from streaming.app import retrain_and_publish, run_speed
-    from streaming.bench import _bench_config
-    from streaming.connections import build_spark_session, ensure_topics, python_client_args
-    from streaming.embedded_kafka import start_broker, stop_broker
-    from streaming.producer import encode_event, make_click_event
-    from streaming.speed import SpeedStats
+    from jobrec.batch.backfill import CsvLayout, load_counts_csv
+    from jobrec.batch.connections import build_spark_session, ensure_topics, python_client_args
+    from jobrec.batch.processes import retrain_and_publish
+    from jobrec.streaming.bench.pipeline import _bench_config
+    from jobrec.streaming.local.embedded_kafka import start_broker, stop_broker
+    from jobrec.streaming.processes import run_speed
+    from jobrec.streaming.producer import encode_event, make_click_event
+    from jobrec.streaming.speed import SpeedStats
 
     folder = Path(tempfile.mkdtemp(prefix="jobrec-fresh-"))
     kafka = replace(cfg.embedded_kafka, dir=str(folder / "kafka"))

@@ -16,9 +16,9 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from schemas import tables as t
-from schemas.config import Config
-from schemas.recommendation import NEW_USER_KEY
+from jobrec.schemas import tables as t
+from jobrec.schemas.config import Config
+from jobrec.schemas.recommendation import NEW_USER_KEY
 
 log = logging.getLogger("jobrec.demo")
 
@@ -27,7 +27,7 @@ DEMO_USERS = ("1", "15", "73")
 
 def read_job_categories(spark, tables_root: str) -> dict[str, str]:
     """job -> category from the Delta jobs table (normalised, unlike the raw jobs.csv)."""
-    from batch.jobs_table import read_catalog_rows
+    from jobrec.batch.jobs_table import read_catalog_rows
 
     return {row[0]: row[1] for row in read_catalog_rows(spark, tables_root) if row[1]}
 
@@ -46,7 +46,7 @@ def print_lists(lists: dict[str, dict], users: list[str], categories: dict[str, 
 
 def _live_events(seed_clicks: Path, n: int, rng: random.Random) -> list[dict]:
     """n click events: the demo users click a few more jobs, the rest replays random seed pairs as live clicks."""
-    from streaming.producer import make_click_event
+    from jobrec.streaming.producer import make_click_event
 
     with seed_clicks.open(newline="") as f:
         pairs = [(r["userId"], r["jobId"]) for r in csv.DictReader(f) if r["Clicks"] != "0"]
@@ -62,8 +62,8 @@ def _live_events(seed_clicks: Path, n: int, rng: random.Random) -> list[dict]:
 
 
 def run_demo(cfg: Config, seed_dir: Path, live_events: int, keep_kafka: bool) -> int:
-    from streaming.connections import ensure_topics
-    from streaming.embedded_kafka import running_broker, start_broker, stop_broker
+    from jobrec.batch.connections import ensure_topics
+    from jobrec.streaming.local.embedded_kafka import running_broker, start_broker, stop_broker
 
     seed_clicks = seed_dir / "job_clicks.csv"
     if not seed_clicks.exists():
@@ -94,15 +94,16 @@ def run_demo(cfg: Config, seed_dir: Path, live_events: int, keep_kafka: bool) ->
 def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int) -> None:
     from kafka import KafkaProducer
 
-    from batch.backfill import CsvLayout, load_counts_csv
-    from batch.catalog import CategoryNormaliser
-    from batch.jobs_table import load_jobs_csv
-    from streaming.app import ingest_settings, retrain_and_publish
-    from streaming.connections import build_spark_session, python_client_args
-    from streaming.delta_tables import table_path
-    from streaming.ingest import start_ingest
-    from streaming.producer import encode_event, send_raw
-    from streaming.recommendations_reader import read_latest_lists
+    from jobrec.batch.backfill import CsvLayout, load_counts_csv
+    from jobrec.batch.connections import build_spark_session, python_client_args
+    from jobrec.batch.core.catalog import CategoryNormaliser
+    from jobrec.batch.delta_tables import table_path
+    from jobrec.batch.jobs_table import load_jobs_csv
+    from jobrec.batch.processes import retrain_and_publish
+    from jobrec.streaming.ingest import start_ingest
+    from jobrec.streaming.processes import ingest_settings
+    from jobrec.streaming.producer import encode_event, send_raw
+    from jobrec.streaming.recommendations_reader import read_latest_lists
 
     seed_clicks = seed_dir / "job_clicks.csv"
     spark = build_spark_session(cfg, "jobrec-demo")
@@ -184,11 +185,11 @@ def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], ca
 
     from kafka import KafkaProducer
 
-    from streaming.app import run_speed
-    from streaming.connections import python_client_args
-    from streaming.producer import make_click_event, make_job_event, send_click_events, send_job_events
-    from streaming.recommendations_reader import read_latest_lists
-    from streaming.speed import SpeedStats
+    from jobrec.batch.connections import python_client_args
+    from jobrec.streaming.processes import run_speed
+    from jobrec.streaming.producer import make_click_event, make_job_event, send_click_events, send_job_events
+    from jobrec.streaming.recommendations_reader import read_latest_lists
+    from jobrec.streaming.speed import SpeedStats
 
     stats = SpeedStats()
     stop, ready = threading.Event(), threading.Event()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from schemas.tables import PARTITION_COLUMNS, TABLE_DDL
+from jobrec.schemas.tables import PARTITION_COLUMNS, TABLE_DDL
 
 
 def absolute_location(location: str) -> str:
@@ -34,11 +34,6 @@ def ensure_delta_table(spark: SparkSession, tables_root: str, name: str) -> str:
             builder = builder.partitionedBy(*PARTITION_COLUMNS[name])
         builder.execute()
     return path
-
-
-def ensure_all_tables(spark: SparkSession, tables_root: str) -> None:
-    for name in TABLE_DDL:
-        ensure_delta_table(spark, tables_root, name)
 
 
 def latest_version(spark: SparkSession, path: str) -> int:

@@ -5,15 +5,19 @@ stronger regulariser in Spark."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from pyspark.sql import DataFrame
 
-from batch.evaluate import evaluate_model
-from batch.split import random_holdout
-from batch.train import AlsParams, train_on
-from schemas import tables as t
+from jobrec.batch.core.evaluate import evaluate_model
+from jobrec.batch.core.split import random_holdout
+from jobrec.batch.train import AlsParams, train_on
+from jobrec.schemas import tables as t
+from jobrec.schemas.config import Config
 
 
 def compare_with_implicit(spark, interactions: DataFrame, params: AlsParams, k: int = 10) -> dict[str, object]:
@@ -75,3 +79,22 @@ def compare_with_implicit(spark, interactions: DataFrame, params: AlsParams, k: 
         "implicit_train_seconds": round(implicit_s, 2),
         "train_time_ratio_spark_over_implicit": round(spark_s / implicit_s, 1),
     }
+
+
+def run_implicit_bench(cfg: Config, seed_dir: Path) -> int:
+    """`jobrec bench implicit`: the comparison on the seed's job_clicks.csv (binary counts), printed as JSON.
+    Needs Spark only: no broker, no tables."""
+    from jobrec.batch.backfill import CsvLayout
+    from jobrec.batch.offline import read_interactions_file
+    from jobrec.batch.processes import als_params, spark_session
+
+    with spark_session(cfg, "bench-implicit") as spark:
+        interactions = read_interactions_file(
+            spark, str(seed_dir / "job_clicks.csv"), CsvLayout(), dict(cfg.ingest.weights), binary=True
+        )
+        figures = compare_with_implicit(spark, interactions, als_params(cfg))
+    print(json.dumps(figures, indent=2))
+    if not figures:
+        print("jobrec bench implicit: nothing measured", file=sys.stderr)
+        return 1
+    return 0

@@ -1,7 +1,7 @@
 """The process edges: a SparkSession, Kafka client settings and topics, all from config.
 
-Only the composition roots (the CLI commands, the test fixtures) call these; everything below them receives
-a SparkSession or a dict of options as an argument.
+Only the composition roots (`jobrec.batch.processes`, `jobrec.streaming.processes`, the test fixtures) call
+these; everything below them receives a SparkSession or a dict of options as an argument.
 """
 
 from __future__ import annotations
@@ -12,18 +12,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from schemas.config import Config, KafkaConfig
-from streaming.delta_tables import absolute_location
-from streaming.embedded_kafka import running_broker
+from jobrec.batch.delta_tables import absolute_location
+from jobrec.schemas.config import Config, KafkaConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
-
-
-class KafkaNotConfigured(RuntimeError):
-    pass
 
 
 class KafkaConnectError(RuntimeError):
@@ -60,19 +55,6 @@ def describe_connect_failure(kafka: KafkaConfig, bootstrap: str, error: Exceptio
     return KafkaConnectError(
         f"Kafka at {bootstrap} accepts connections but did not complete the {sec.protocol} handshake: {error}"
     )
-
-
-def resolve_bootstrap(cfg: Config) -> str:
-    """kafka.bootstrap_servers, or the embedded broker's address when that is empty."""
-    if cfg.kafka.bootstrap_servers:
-        return cfg.kafka.bootstrap_servers
-    state = running_broker(cfg.embedded_kafka)
-    if not state:
-        raise KafkaNotConfigured(
-            "kafka.bootstrap_servers is empty and no embedded broker runs: start one with `jobrec kafka start` "
-            "or set kafka.bootstrap_servers"
-        )
-    return state.bootstrap
 
 
 def _sasl_jaas(kafka: KafkaConfig) -> str:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 
-from batch.top_n import NO_CATEGORY
-from schemas import tables as t
-from schemas.job_event import CLOSED, JobEvent
+from jobrec.batch.core.top_n import NO_CATEGORY
+from jobrec.schemas import tables as t
+from jobrec.schemas.job_event import CLOSED, JobEvent
 
 _SPACES = re.compile(r"\s+")
 
@@ -33,8 +33,8 @@ class CategoryNormaliser:
     new category shows up in the logs instead of being forced into a wrong one.
     """
 
-    categories: list[str]
-    aliases: dict[str, str]
+    categories: Sequence[str]
+    aliases: Mapping[str, str]
     fixed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (raw, canonical) -> rows
     unrecognised: Counter[str] = field(default_factory=Counter)
 

@@ -1,0 +1,168 @@
+"""The batch processes' composition roots: each function is one periodic or one-off process (`jobrec retrain`,
+`publish`, `load`, `jobs load`, `jobs show`, `offline`, `evaluate`). Each builds the SparkSession it needs from the
+validated config, hands it and plain settings to the code below, and stops it. The command line only parses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from jobrec.batch.backfill import CsvLayout, LoadReport, load_counts_csv
+from jobrec.batch.connections import build_spark_session, spark_kafka_options
+from jobrec.batch.core.catalog import CategoryNormaliser
+from jobrec.batch.delta_tables import ensure_delta_table
+from jobrec.batch.jobs_table import JobsLoadReport, count_jobs_by_state, load_jobs_csv, read_catalog_rows
+from jobrec.batch.offline import read_interactions_file, run_offline
+from jobrec.batch.publish import publish_recommendations, recommend_top_n
+from jobrec.batch.report import run_evaluation
+from jobrec.batch.retrain import gated_retrain
+from jobrec.batch.train import AlsParams, TrainedModel, read_factors, serving_model_version
+from jobrec.batch.tune import Grid
+from jobrec.schemas import tables as t
+from jobrec.schemas.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def spark_session(cfg: Config, name: str) -> Iterator[SparkSession]:
+    """A SparkSession for one process, stopped when the process's work is done."""
+    spark = build_spark_session(cfg, f"jobrec-{name}")
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
+def als_params(cfg: Config) -> AlsParams:
+    a = cfg.als
+    return AlsParams(
+        rank=a.rank,
+        max_iter=a.max_iter,
+        reg_param=a.reg_param,
+        alpha=a.alpha,
+        seed=a.seed,
+        checkpoint_interval=a.checkpoint_interval,
+        confidence=a.confidence,
+        epsilon=a.epsilon,
+        half_life_days=a.half_life_days,
+    )
+
+
+def retrain_and_publish(spark: SparkSession, cfg: Config, bootstrap: str | None, publish: bool = True) -> TrainedModel:
+    """Train on the newest interactions behind the quality gate, record the model, and publish its top-N lists
+    if it passed (and `publish`)."""
+    model, decision = gated_retrain(
+        spark, cfg.storage.tables_root, als_params(cfg), cfg.gate, cfg.retrain.min_interactions
+    )
+    log.info("model %s: %s; timings %s", model.model_version, decision.reason, model.timings)
+    if decision.publish and publish and bootstrap:
+        publish_model(spark, cfg, bootstrap, model.model_version)
+    return model
+
+
+def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_version: str) -> int:
+    """Every user's top-N of `model_version` (and the list for new users) to the table and the topic."""
+    generated_at = datetime.now(timezone.utc)
+    user_factors, job_factors = read_factors(spark, cfg.storage.tables_root, model_version)
+    interactions = spark.read.format("delta").load(ensure_delta_table(spark, cfg.storage.tables_root, t.INTERACTIONS))
+    recs = recommend_top_n(
+        spark,
+        user_factors,
+        job_factors,
+        interactions,
+        cfg.publish.top_n,
+        model_version=model_version,
+        generated_at=generated_at,
+        catalog=read_catalog_rows(spark, cfg.storage.tables_root),
+        max_per_category=cfg.publish.max_per_category,
+        new_user_list=True,
+    )
+    return publish_recommendations(
+        spark,
+        recs,
+        cfg.storage.tables_root,
+        spark_kafka_options(cfg.kafka, bootstrap),
+        cfg.kafka.recommendations_topic,
+        model_version,
+        generated_at,
+    )
+
+
+def run_retrain(
+    cfg: Config, bootstrap: str | None, loop: bool, on_model: Callable[[TrainedModel], None]
+) -> TrainedModel:
+    """`jobrec retrain`: one gated retrain (published when `bootstrap` is given), or one every
+    retrain.interval_seconds with `loop`; `on_model` hears of each."""
+    with spark_session(cfg, "retrain") as spark:
+        while True:
+            model = retrain_and_publish(spark, cfg, bootstrap, publish=bootstrap is not None)
+            on_model(model)
+            if not loop:
+                return model
+            log.info("next retrain in %.0f s", cfg.retrain.interval_seconds)
+            time.sleep(cfg.retrain.interval_seconds)
+
+
+def run_publish(cfg: Config, bootstrap: str, model_version: str | None) -> tuple[str | None, int]:
+    """`jobrec publish`: (the version published, lists sent); (None, 0) before the first published model."""
+    with spark_session(cfg, "publish") as spark:
+        version = model_version or serving_model_version(spark, cfg.storage.tables_root)
+        if not version:
+            return None, 0
+        return version, publish_model(spark, cfg, bootstrap, version)
+
+
+def run_load(cfg: Config, csv: str, layout: CsvLayout, event_type: str, binary: bool) -> LoadReport:
+    """`jobrec load`: a (user, job, count) CSV merged into the interactions table, once per file content."""
+    with spark_session(cfg, "load") as spark:
+        return load_counts_csv(
+            spark, csv, layout, cfg.storage.tables_root, event_type, cfg.ingest.weights, binary=binary
+        )
+
+
+def run_jobs_load(cfg: Config, csv: str, job_col: str, category_col: str) -> JobsLoadReport:
+    """`jobrec jobs load`: a jobs.csv-style file into the jobs table as open jobs, categories normalised."""
+    normaliser = CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases)
+    with spark_session(cfg, "jobs") as spark:
+        return load_jobs_csv(spark, csv, cfg.storage.tables_root, normaliser, job_col, category_col)
+
+
+def run_jobs_show(cfg: Config) -> list[tuple[str, int, int, int]]:
+    """`jobrec jobs show`: (category, open, expired, closed) per category of the jobs table."""
+    with spark_session(cfg, "jobs") as spark:
+        return count_jobs_by_state(spark, cfg.storage.tables_root)
+
+
+def run_offline_process(
+    cfg: Config,
+    path: str,
+    out: str,
+    k: int,
+    layout: CsvLayout,
+    tune: bool,
+    grid: Grid,
+    binary: bool,
+) -> dict[str, Any]:
+    """`jobrec offline`: train on a CSV file and write every user's top K as CSV; no Kafka, no tables."""
+    with spark_session(cfg, "offline") as spark:
+        return run_offline(
+            spark, path, out, k, layout, als_params(cfg), cfg.ingest.weights, tune=tune, grid=grid, binary=binary
+        )
+
+
+def run_evaluate(
+    cfg: Config, path: str, out: Path, layout: CsvLayout, tune: bool, by_time: bool, grid: Grid, binary: bool
+) -> dict[str, Any]:
+    """`jobrec evaluate`: ranking metrics on a held-out split beside popularity, written as a report in `out`."""
+    with spark_session(cfg, "evaluate") as spark:
+        interactions = read_interactions_file(spark, path, layout, cfg.ingest.weights, binary=binary)
+        return run_evaluation(spark, interactions, als_params(cfg), out, tune=tune, by_time=by_time, grid=grid)

@@ -1,0 +1,232 @@
+"""The continuous processes' composition roots: `jobrec ingest`, `jobrec speed`, `jobrec api`, and the sending of
+job events. Each turns the validated config into its parts' settings, builds the SparkSession and Kafka clients
+it needs, runs, and closes them. The command line only parses; tests and the demo call these too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from jobrec.batch.connections import (
+    any_broker_reachable,
+    ensure_topics,
+    python_client_args,
+    spark_kafka_options,
+)
+from jobrec.batch.core.catalog import CatalogState, CategoryNormaliser
+from jobrec.batch.delta_tables import absolute_location
+from jobrec.batch.jobs_table import read_catalog_rows
+from jobrec.batch.processes import spark_session
+from jobrec.schemas.click_event import EventLimits
+from jobrec.schemas.config import Config
+from jobrec.streaming.heartbeat import Heartbeat
+from jobrec.streaming.ingest import IngestSettings, run_ingest, start_ingest
+from jobrec.streaming.job_events import start_job_events
+from jobrec.streaming.producer import send_job_events
+from jobrec.streaming.speed import SpeedSettings, SpeedStats
+
+log = logging.getLogger(__name__)
+
+
+def event_limits(cfg: Config) -> EventLimits:
+    return EventLimits(
+        max_record_bytes=cfg.ingest.max_record_bytes,
+        max_future_seconds=cfg.ingest.max_future_seconds,
+        max_past_days=cfg.ingest.max_past_days,
+    )
+
+
+def ingest_settings(cfg: Config, bootstrap: str) -> IngestSettings:
+    return IngestSettings(
+        tables_root=cfg.storage.tables_root,
+        checkpoint=f"{absolute_location(cfg.storage.checkpoints_root).rstrip('/')}/ingest",
+        clicks_topic=cfg.kafka.clicks_topic,
+        kafka_options=spark_kafka_options(cfg.kafka, bootstrap),
+        starting_offsets=cfg.ingest.starting_offsets,
+        max_offsets_per_trigger=cfg.ingest.max_offsets_per_trigger,
+        dedup_window=cfg.ingest.dedup_window,
+        limits=event_limits(cfg),
+        weights=dict(cfg.ingest.weights),
+        jobs_topic=cfg.kafka.jobs_topic,
+        categories=tuple(cfg.catalog.categories),
+        aliases=tuple(cfg.catalog.aliases.items()),
+        default_ttl_days=cfg.catalog.default_ttl_days,
+    )
+
+
+def run_ingest_process(cfg: Config, bootstrap: str, once: bool, stop: threading.Event) -> None:
+    """`jobrec ingest`: the clicks and job-events queries into Delta, restarted after a failure, until `stop` is
+    set (or, with `once`, until what is on the topics now has been read)."""
+    ensure_topics(cfg.kafka, bootstrap)
+    settings = ingest_settings(cfg, bootstrap)
+    log.info(
+        "ingesting %s and %s from %s into %s (%s)",
+        cfg.kafka.clicks_topic,
+        cfg.kafka.jobs_topic,
+        bootstrap,
+        cfg.storage.tables_root,
+        "until caught up" if once else "until stopped",
+    )
+    with spark_session(cfg, "ingest") as spark:
+
+        def start_queries() -> list[StreamingQuery]:
+            trigger = cfg.ingest.trigger_seconds
+            return [
+                start_ingest(spark, settings, once=once, trigger_seconds=trigger),
+                start_job_events(spark, settings, once=once, trigger_seconds=trigger),
+            ]
+
+        run_ingest(
+            start_queries,
+            backoff_seconds=cfg.ingest.restart_backoff_seconds,
+            should_stop=stop.is_set,
+            heartbeat=Heartbeat.from_env().beat,
+        )
+
+
+def run_speed(
+    spark: SparkSession,
+    cfg: Config,
+    bootstrap: str,
+    should_stop: Callable[[], bool],
+    stats: SpeedStats | None = None,
+    on_ready: Callable[[], None] | None = None,
+    heartbeat: Callable[[], None] | None = None,
+) -> SpeedStats:
+    """The speed layer on a given SparkSession (which it uses only to load its start state): a consumer at the
+    end of the clicks and jobs topics, the users' histories, the catalog and the serving model."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from jobrec.streaming.speed import Histories, ModelHolder, run_speed_layer
+    from jobrec.streaming.speed_sources import load_histories, load_serving_model
+
+    client = python_client_args(cfg.kafka, bootstrap)
+    consumer = KafkaConsumer(**client, enable_auto_commit=False, fetch_max_wait_ms=20)
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in (cfg.kafka.clicks_topic, cfg.kafka.jobs_topic)
+        for p in consumer.partitions_for_topic(topic) or ()
+    ]
+    consumer.assign(partitions)
+    # take the topics' ends before the snapshots: clicks and job events after them are applied from the topics
+    consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        consumer.position(tp)
+    catalog = CatalogState(
+        CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases), cfg.catalog.default_ttl_days
+    )
+    catalog.load(read_catalog_rows(spark, cfg.storage.tables_root))
+    histories = Histories(dict(cfg.ingest.weights))
+    n_rows = load_histories(spark, cfg.storage.tables_root, histories)
+    models = ModelHolder(
+        lambda current: load_serving_model(spark, cfg.storage.tables_root, current), cfg.fold_in.model_check_seconds
+    ).start()
+    log.info(
+        "speed layer ready: %d users (%d interactions), %d catalog jobs (%d not recommendable), model %s",
+        len(histories.users),
+        n_rows,
+        len(catalog.jobs),
+        len(catalog.unavailable(datetime.now(timezone.utc))),
+        models.model.model_version if models.model else "none yet",
+    )
+    producer = KafkaProducer(**client, acks="all", linger_ms=0)
+    settings = SpeedSettings(
+        recommendations_topic=cfg.kafka.recommendations_topic,
+        top_n=cfg.publish.top_n,
+        limits=event_limits(cfg),
+        max_per_category=cfg.publish.max_per_category,
+        jobs_topic=cfg.kafka.jobs_topic,
+    )
+    if on_ready:
+        on_ready()
+    try:
+        return run_speed_layer(
+            consumer,
+            producer,
+            models,
+            histories,
+            settings,
+            should_stop,
+            stats=stats,
+            heartbeat=heartbeat or (lambda: None),
+            catalog=catalog,
+        )
+    finally:
+        models.stop()
+        consumer.close()
+        producer.close()
+
+
+def run_speed_process(cfg: Config, bootstrap: str, stop: threading.Event) -> SpeedStats:
+    """`jobrec speed`: the speed layer until `stop` is set."""
+    ensure_topics(cfg.kafka, bootstrap)
+    with spark_session(cfg, "speed") as spark:
+        return run_speed(spark, cfg, bootstrap, stop.is_set, heartbeat=Heartbeat.from_env().beat)
+
+
+def build_api(cfg: Config, bootstrap: str) -> tuple[Any, Callable[[], None]]:
+    """(FastAPI app, stop function): the ingest/read API with its Kafka producer and recommendations follower."""
+    from kafka import KafkaProducer
+
+    from jobrec.streaming.clients import RecommendationsConsumer
+    from jobrec.streaming.http_api import ApiSettings, LatestLists, create_app
+
+    client = python_client_args(cfg.kafka, bootstrap)
+    timeout_ms = int(cfg.api.kafka_timeout_seconds * 1000)
+    producer = KafkaProducer(**client, acks="all", linger_ms=2, max_block_ms=timeout_ms, request_timeout_ms=timeout_ms)
+    lists = LatestLists()
+    lists.follow(lambda: RecommendationsConsumer(topic=cfg.kafka.recommendations_topic, **client))
+    settings = ApiSettings(
+        clicks_topic=cfg.kafka.clicks_topic,
+        recommendations_topic=cfg.kafka.recommendations_topic,
+        jobs_topic=cfg.kafka.jobs_topic,
+        max_body_bytes=cfg.api.max_body_bytes,
+        max_batch_events=cfg.api.max_batch_events,
+        token=cfg.api.token,
+        kafka_timeout_seconds=cfg.api.kafka_timeout_seconds,
+        limits=event_limits(cfg),
+    )
+
+    def stop() -> None:
+        lists.stop()
+        producer.close(timeout=5)
+
+    return create_app(settings, producer, lists, lambda: any_broker_reachable(bootstrap)), stop
+
+
+def serve_api(cfg: Config, bootstrap: str, host: str, port: int) -> None:
+    """`jobrec api`: the HTTP API on host:port until interrupted."""
+    import uvicorn
+
+    ensure_topics(cfg.kafka, bootstrap)
+    app, stop = build_api(cfg, bootstrap)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        stop()
+
+
+def send_job_event_batch(cfg: Config, bootstrap: str, events: list[dict[str, Any]]) -> int:
+    """`jobrec jobs post|close`: the events on the jobs topic, acknowledged by all in-sync replicas."""
+    from kafka import KafkaProducer
+
+    ensure_topics(cfg.kafka, bootstrap)
+    producer = KafkaProducer(**python_client_args(cfg.kafka, bootstrap), acks="all")
+    try:
+        return send_job_events(producer, cfg.kafka.jobs_topic, events)
+    finally:
+        producer.close()
+
+
+def read_lists(cfg: Config, bootstrap: str) -> dict[str, dict[str, Any]]:
+    """`jobrec show`: the newest list of every user on the recommendations topic."""
+    from jobrec.streaming.recommendations_reader import read_latest_lists
+
+    return read_latest_lists(python_client_args(cfg.kafka, bootstrap), cfg.kafka.recommendations_topic)
