@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class MissingJars(FileNotFoundError):
+    """The JVM jars Spark needs (Delta, the Kafka connector) are not where the config says."""
+
+
 class KafkaConnectError(RuntimeError):
     """The brokers could not be reached, or refused the configured credentials; the message says which."""
 
@@ -139,7 +143,11 @@ def build_spark_session(cfg: Config, app_name: str) -> SparkSession:
     if cfg.spark.jars_dir:
         found = sorted(str(p.resolve()) for p in Path(cfg.spark.jars_dir).glob("*.jar"))
         if not any("delta-spark" in j for j in found):
-            raise RuntimeError(f"no Delta jars in {cfg.spark.jars_dir}: run `make setup`")
+            raise MissingJars(
+                f"no Delta jars in {cfg.spark.jars_dir} (spark.jars_dir): in a checkout `make setup` resolves them "
+                "there from Maven Central; elsewhere point spark.jars_dir (or JOBREC_CACHE_DIR) at a folder that has "
+                "them, as the image's /opt/jobrec/jars"
+            )
         jars = ",".join(found)
     builder = (
         SparkSession.builder.appName(app_name)

@@ -6,12 +6,14 @@ validated config, hands it and plain settings to the code below, and stops it. T
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
@@ -34,12 +36,16 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def spark_session(cfg: Config, name: str) -> Iterator[SparkSession]:
-    """A SparkSession for one process, stopped when the process's work is done."""
+    """A SparkSession for one process, stopped when the process's work is done, with the RDD checkpoints it
+    wrote (they only cut ALS's lineage within this session; nothing reads them afterwards)."""
     spark = build_spark_session(cfg, f"jobrec-{name}")
+    checkpoints = spark.sparkContext.getCheckpointDir()
     try:
         yield spark
     finally:
         spark.stop()
+        if checkpoints and checkpoints.startswith("file:"):
+            shutil.rmtree(urlparse(checkpoints).path, ignore_errors=True)
 
 
 def als_params(cfg: Config) -> AlsParams:

@@ -156,11 +156,11 @@ def train_on(interactions: DataFrame, data_version: int, params: AlsParams, min_
     n_users, n_jobs = users.count(), jobs.count()
     timings["read_and_index_s"] = round(time.monotonic() - started, 3)
     log.info(
-        "training ALS on %d interactions (%d users x %d jobs, Delta version %d), rank %d, %d iterations",
+        "training ALS on %d interactions (%d users x %d jobs, %s), rank %d, %d iterations",
         n_interactions,
         n_users,
         n_jobs,
-        data_version,
+        f"Delta version {data_version}" if data_version >= 0 else "from a file",
         params.rank,
         params.max_iter,
     )

@@ -280,8 +280,16 @@ def _seed_dir(text: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jobrec", description=__doc__.split("\n")[0] if __doc__ else None)
-    p.add_argument("--config", help="YAML file overriding the defaults (deploy/config/default.yaml)")
+    p = argparse.ArgumentParser(
+        prog="jobrec",
+        description="The streaming job recommender's command line: one subcommand per process (ingest, speed, api, "
+        "retrain, ...), each with --help.",
+    )
+    p.add_argument(
+        "--config",
+        help="YAML file overriding the packaged defaults (every key, commented: deploy/config/default.yaml in the "
+        "repository, jobrec/schemas/config.default.yaml when installed)",
+    )
     p.add_argument(
         "--data-dir",
         help="base of the relative paths in the config (tables, checkpoints, the local broker); "

@@ -6,9 +6,9 @@ stronger regulariser in Spark."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -20,7 +20,7 @@ from jobrec.schemas import tables as t
 from jobrec.schemas.config import Config
 
 
-def compare_with_implicit(spark, interactions: DataFrame, params: AlsParams, k: int = 10) -> dict[str, object]:
+def compare_with_implicit(spark, interactions: DataFrame, params: AlsParams, k: int = 10) -> dict[str, Any]:
     import scipy.sparse as sp
     from implicit.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
@@ -74,7 +74,9 @@ def compare_with_implicit(spark, interactions: DataFrame, params: AlsParams, k: 
         },
         "spark_ndcg@10": round(spark_ndcg["ndcg"], 4),
         "implicit_ndcg@10": round(imp_ndcg["ndcg"], 4),
-        "ndcg_ratio_spark_over_implicit": round(spark_ndcg["ndcg"] / imp_ndcg["ndcg"], 3),
+        "ndcg_ratio_spark_over_implicit": (
+            round(spark_ndcg["ndcg"] / imp_ndcg["ndcg"], 3) if imp_ndcg["ndcg"] > 0 else None
+        ),
         "spark_train_seconds": round(spark_s, 2),
         "implicit_train_seconds": round(implicit_s, 2),
         "train_time_ratio_spark_over_implicit": round(spark_s / implicit_s, 1),
@@ -85,6 +87,7 @@ def run_implicit_bench(cfg: Config, seed_dir: Path) -> int:
     """`jobrec bench implicit`: the comparison on the seed's job_clicks.csv (binary counts), printed as JSON.
     Needs Spark only: no broker, no tables."""
     from jobrec.batch.backfill import CsvLayout
+    from jobrec.batch.bench.verdict import measured_something
     from jobrec.batch.offline import read_interactions_file
     from jobrec.batch.processes import als_params, spark_session
 
@@ -94,7 +97,11 @@ def run_implicit_bench(cfg: Config, seed_dir: Path) -> int:
         )
         figures = compare_with_implicit(spark, interactions, als_params(cfg))
     print(json.dumps(figures, indent=2))
-    if not figures:
-        print("jobrec bench implicit: nothing measured", file=sys.stderr)
-        return 1
-    return 0
+    return measured_something(
+        "implicit",
+        {
+            "interactions_train": figures["interactions_train"],
+            "spark_train_seconds": figures["spark_train_seconds"],
+            "implicit_train_seconds": figures["implicit_train_seconds"],
+        },
+    )

@@ -25,10 +25,8 @@ import http.client
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -267,56 +265,49 @@ def _wait_ready(proc: subprocess.Popen, port: int, log_path: Path, timeout_s: fl
 
 
 def run_api_bench(cfg: Config, seconds: float, concurrency: int, batch_size: int, as_json: bool) -> int:
+    from jobrec.batch.bench.verdict import measured_something
     from jobrec.batch.connections import ensure_topics, python_client_args
-    from jobrec.streaming.bench.pipeline import _bench_config
-    from jobrec.streaming.local.embedded_kafka import free_port, start_broker, stop_broker
+    from jobrec.streaming.bench.stack import temporary_stack
+    from jobrec.streaming.local.embedded_kafka import free_port
 
-    folder = Path(tempfile.mkdtemp(prefix="jobrec-bench-api-"))
-    kafka = replace(cfg.embedded_kafka, dir=str(folder / "kafka"))
+    _say("starting the Kafka broker")
     proc = None
-    try:
-        _say("starting the Kafka broker")
-        state = start_broker(kafka)  # inside the try: a broker that fails to start still leaves no folder behind
-        cfg = _bench_config(cfg, folder, state.bootstrap)
-        # the embedded broker listens in plain text, whatever the configured cluster needs
-        security = replace(cfg.kafka.security, protocol="PLAINTEXT", username="", password="")
-        cfg = replace(cfg, kafka=replace(cfg.kafka, security=security))
-        ensure_topics(cfg.kafka, state.bootstrap)
-        ensure_topics(replace(cfg.kafka, clicks_topic=DIRECT_TOPIC), state.bootstrap)
-        client = python_client_args(cfg.kafka, state.bootstrap)
-        port = free_port()
-        proc = _start_api(cfg, folder, port)
-        _wait_ready(proc, port, folder / "api.log")
-        _say(f"API ready at http://{HOST}:{port} (pid {proc.pid}), broker at {state.bootstrap}")
-        headers = {"Content-Type": "application/json"}
-        if cfg.api.token:
-            headers["Authorization"] = f"Bearer {cfg.api.token}"
-        pids = {"api": proc.pid, "load_generator": os.getpid(), "broker": state.pid}
+    with temporary_stack(cfg, "jobrec-bench-api-") as stack:
+        cfg, state, folder = stack.cfg, stack.broker, stack.folder
+        try:
+            ensure_topics(replace(cfg.kafka, clicks_topic=DIRECT_TOPIC), state.bootstrap)
+            client = python_client_args(cfg.kafka, state.bootstrap)
+            port = free_port()
+            proc = _start_api(cfg, folder, port)
+            _wait_ready(proc, port, folder / "api.log")
+            _say(f"API ready at http://{HOST}:{port} (pid {proc.pid}), broker at {state.bootstrap}")
+            headers = {"Content-Type": "application/json"}
+            if cfg.api.token:
+                headers["Authorization"] = f"Bearer {cfg.api.token}"
+            pids = {"api": proc.pid, "load_generator": os.getpid(), "broker": state.pid}
 
-        _say(f"reference: a direct KafkaProducer (acks=all), {DIRECT_S:.0f} s")
-        direct = [_direct_rate(client, DIRECT_TOPIC, DIRECT_S)]
-        _say(f"reference: GET /healthz, {concurrency} connections, {HEALTHZ_S:.0f} s")
-        healthz, _ = _drive(port, headers, concurrency, "/healthz", 0, HEALTHZ_S, pids)
-        runs, accepted_ids = [], set()
-        for size in sorted({1, batch_size}):
-            _say(f"POST /v1/events, {size} event(s) a request, {concurrency} connections, {seconds:.0f} s")
-            figures, ids = _drive(port, headers, concurrency, "/v1/events", size, seconds, pids)
-            runs.append(figures)
-            accepted_ids.update(ids)
-        _say(f"reference again: a direct KafkaProducer, {DIRECT_S:.0f} s")
-        direct.append(_direct_rate(client, DIRECT_TOPIC, DIRECT_S))
-        _say(f"checking that the {len(accepted_ids):,} accepted events are on {cfg.kafka.clicks_topic}")
-        delivered = _check_delivered(client, cfg.kafka.clicks_topic, accepted_ids)
-    finally:
-        if proc is not None:
-            proc.terminate()  # uvicorn shuts down on SIGTERM, then the producer closes
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        stop_broker(kafka)
-        shutil.rmtree(folder, ignore_errors=True)
+            _say(f"reference: a direct KafkaProducer (acks=all), {DIRECT_S:.0f} s")
+            direct = [_direct_rate(client, DIRECT_TOPIC, DIRECT_S)]
+            _say(f"reference: GET /healthz, {concurrency} connections, {HEALTHZ_S:.0f} s")
+            healthz, _ = _drive(port, headers, concurrency, "/healthz", 0, HEALTHZ_S, pids)
+            runs, accepted_ids = [], set()
+            for size in sorted({1, batch_size}):
+                _say(f"POST /v1/events, {size} event(s) a request, {concurrency} connections, {seconds:.0f} s")
+                figures, ids = _drive(port, headers, concurrency, "/v1/events", size, seconds, pids)
+                runs.append(figures)
+                accepted_ids.update(ids)
+            _say(f"reference again: a direct KafkaProducer, {DIRECT_S:.0f} s")
+            direct.append(_direct_rate(client, DIRECT_TOPIC, DIRECT_S))
+            _say(f"checking that the {len(accepted_ids):,} accepted events are on {cfg.kafka.clicks_topic}")
+            delivered = _check_delivered(client, cfg.kafka.clicks_topic, accepted_ids)
+        finally:
+            if proc is not None:
+                proc.terminate()  # uvicorn shuts down on SIGTERM, then the producer closes
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
     direct_rate = float(np.mean(direct))
     for r in runs:
@@ -334,7 +325,9 @@ def run_api_bench(cfg: Config, seconds: float, concurrency: int, batch_size: int
         print(json.dumps(result))
     else:
         _print_summary(result)
-    return 0 if delivered["missing"] == 0 else 1  # an acknowledged event lost is a failure, not a figure
+    if delivered["missing"]:
+        return 1  # an acknowledged event lost is a failure, not a figure
+    return measured_something("api", {f"events_accepted_batch_{r['batch_size']}": r["events_per_s"] for r in runs})
 
 
 def _cores(figures: dict[str, Any]) -> str:

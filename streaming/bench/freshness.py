@@ -13,11 +13,9 @@ import csv
 import json
 import multiprocessing as mp
 import random
-import shutil
-import tempfile
 import threading
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -56,21 +54,17 @@ def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_jso
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     from jobrec.batch.backfill import CsvLayout, load_counts_csv
-    from jobrec.batch.connections import build_spark_session, ensure_topics, python_client_args
+    from jobrec.batch.bench.verdict import measured_something
+    from jobrec.batch.connections import build_spark_session, python_client_args
     from jobrec.batch.processes import retrain_and_publish
-    from jobrec.streaming.bench.pipeline import _bench_config
-    from jobrec.streaming.local.embedded_kafka import start_broker, stop_broker
+    from jobrec.streaming.bench.stack import temporary_stack
     from jobrec.streaming.processes import run_speed
     from jobrec.streaming.producer import encode_event, make_click_event
     from jobrec.streaming.speed import SpeedStats
 
-    folder = Path(tempfile.mkdtemp(prefix="jobrec-fresh-"))
-    kafka = replace(cfg.embedded_kafka, dir=str(folder / "kafka"))
-    state = start_broker(kafka)
-    try:
-        cfg = _bench_config(cfg, folder, state.bootstrap)
-        ensure_topics(cfg.kafka, state.bootstrap)
-        client = python_client_args(cfg.kafka, state.bootstrap)
+    with temporary_stack(cfg, "jobrec-fresh-") as stack:
+        cfg, bootstrap = stack.cfg, stack.broker.bootstrap
+        client = python_client_args(cfg.kafka, bootstrap)
         spark = build_spark_session(cfg, "jobrec-bench-freshness")
         with (seed_dir / "job_clicks.csv").open(newline="") as f:
             pairs = [(r["userId"], r["jobId"]) for r in csv.DictReader(f) if r["Clicks"] != "0"]
@@ -86,7 +80,7 @@ def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_jso
         stats, stop, ready = SpeedStats(), threading.Event(), threading.Event()
         speed = threading.Thread(
             target=run_speed,
-            args=(spark, cfg, state.bootstrap, stop.is_set),
+            args=(spark, cfg, bootstrap, stop.is_set),
             kwargs={"stats": stats, "on_ready": ready.set},
             daemon=True,
         )
@@ -122,7 +116,7 @@ def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_jso
         sent = spawn.Value("q", 0)
         load = spawn.Process(
             target=_generate_load,
-            args=(state.bootstrap, client, cfg.kafka.clicks_topic, load_pairs, rate, seconds, sent),
+            args=(bootstrap, client, cfg.kafka.clicks_topic, load_pairs, rate, seconds, sent),
         )
         probe_producer = KafkaProducer(**client, acks="all", linger_ms=0)
         load.start()
@@ -148,9 +142,6 @@ def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_jso
         consumer.close()
         probe_producer.close()
         spark.stop()
-    finally:
-        stop_broker(kafka)
-        shutil.rmtree(folder, ignore_errors=True)
 
     latencies = np.array([(arrivals[k] - t0) * 1000 for k, t0 in probes.items() if k in arrivals])
     polls = max(1, stats.polls_with_records)
@@ -174,4 +165,4 @@ def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_jso
         "speed_layer": asdict(stats),
     }
     print(json.dumps(result, indent=None if as_json else 2))
-    return 0
+    return measured_something("freshness", {"probes_answered": result["probes_answered"]})

@@ -162,7 +162,10 @@ def _server_properties(root: Path, state: BrokerState, scram: bool) -> str:
 def _java(cfg: EmbeddedKafkaConfig, root: Path, *args: str) -> list[str]:
     jars = Path(cfg.jars_dir).resolve()
     if not any(jars.glob("kafka_2.13-*.jar")):
-        raise BrokerError(f"no Kafka jars in {jars}: run `make setup` (it resolves them from Maven Central)")
+        raise BrokerError(
+            f"no Kafka jars in {jars} (embedded_kafka.jars_dir): in a checkout `make setup` resolves them there from "
+            "Maven Central"
+        )
     return [
         os.environ.get("JAVA", "java"),
         f"-Xms{min(256, cfg.heap_mb)}m",

@@ -1,0 +1,102 @@
+"""Every benchmark runs once at a tiny size and must measure something: a benchmark that silently measures
+nothing (no event ingested, no probe answered) would otherwise pass for a fast one. The figures themselves are
+not judged here: speed is reported by `make bench`, not asserted in tests."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.conftest import SPARK_JARS
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(seed dir with a small job_clicks.csv, config file): 80 users in two taste groups over 40 jobs, numeric ids
+    as in the seed; the gate is off so that the freshness benchmark always has a model to fold in against."""
+    folder = tmp_path_factory.mktemp("bench")
+    rng = random.Random(11)
+    with (folder / "job_clicks.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["userId", "jobId", "Clicks"])
+        for u in range(1, 81):
+            first = 1 if u <= 40 else 21
+            for j in rng.sample(range(first, first + 20), 8):
+                w.writerow([u, j, rng.randint(1, 4)])
+    config = folder / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "als": {"rank": 4, "max_iter": 3},
+                "gate": {"enabled": False},
+                "spark": {"jars_dir": SPARK_JARS, "driver_memory": "2g", "shuffle_partitions": 2, "log_level": "ERROR"},
+            }
+        )
+    )
+    return folder, config
+
+
+def _bench(config: Path, *args: str, timeout: int = 600) -> dict:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobrec.streaming.cli",
+            "--config",
+            str(config),
+            "--log-level",
+            "WARNING",
+            "bench",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the figures are the JSON object the benchmark prints last: from its last line that opens an object
+    lines = done.stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("{"))
+    return json.loads("\n".join(lines[start:]))
+
+
+def test_bench_ingest_ingests_every_event_it_sent(tiny: tuple[Path, Path]) -> None:
+    _, config = tiny
+    figures = _bench(config, "ingest", "--events", "300")
+    # 300 valid events with distinct ids were sent: all of them must be in the events table
+    assert figures["events_ingested"] == 300
+    assert figures["ingest_events_per_s"] > 0 and figures["reference_spark_read_events_per_s"] > 0
+
+
+def test_bench_retrain_trains_on_the_file(tiny: tuple[Path, Path]) -> None:
+    seed, config = tiny
+    figures = _bench(config, "retrain", "--seed-dir", str(seed))
+    assert figures["interactions"] == 640  # 80 users x 8 distinct jobs, all with clicks > 0
+    assert figures["retrain_seconds"] > 0 and figures["reference_one_iteration_seconds"] > 0
+
+
+def test_bench_implicit_compares_both_libraries(tiny: tuple[Path, Path]) -> None:
+    seed, config = tiny
+    figures = _bench(config, "implicit", "--seed-dir", str(seed))
+    assert figures["interactions_train"] > 0
+    assert figures["spark_train_seconds"] > 0 and figures["implicit_train_seconds"] > 0
+
+
+def test_bench_freshness_answers_probes(tiny: tuple[Path, Path]) -> None:
+    seed, config = tiny
+    figures = _bench(config, "freshness", "--rate", "50", "--seconds", "3", "--seed-dir", str(seed), "--json")
+    assert figures["probes_answered"] > 0 and figures["p50_ms"] is not None
+
+
+def test_bench_api_accepts_and_delivers(tiny: tuple[Path, Path]) -> None:
+    _, config = tiny
+    figures = _bench(config, "api", "--seconds", "1", "--concurrency", "2", "--batch-size", "5", "--json")
+    assert figures["delivery_check"]["missing"] == 0 and figures["delivery_check"]["accepted_checked"] > 0
+    assert all(run["events_per_s"] > 0 for run in figures["runs"])
