@@ -14,18 +14,12 @@ import threading
 from pathlib import Path
 
 from jobrec.schemas.config import DATA_DIR_ENV, Config, ConfigError, load_config
+from jobrec.streaming.log_setup import config_secrets, setup_logging
 
 log = logging.getLogger("jobrec")
 
 # the seed data set beside a checkout (`make demo` runs from the checkout); JOBREC_SEED_DIR or --seed-dir elsewhere
 SEED_DIR = os.environ.get("JOBREC_SEED_DIR", "../shared/data/seed")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    # kafka-python narrates every connection attempt at INFO
-    logging.getLogger("kafka").setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)
-    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def _bootstrap(cfg: Config) -> str:
@@ -394,12 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    formatter = setup_logging(args.log_level)
     try:
         cfg = load_config(args.config, data_dir=args.data_dir)
     except ConfigError as e:
         print(f"jobrec: bad config: {e}", file=sys.stderr)
         return 2
+    formatter.set_secrets(config_secrets(cfg))
     try:
         return int(args.func(cfg, args) or 0)
     except KeyboardInterrupt:
@@ -409,9 +404,11 @@ def main(argv: list[str] | None = None) -> int:
         from jobrec.streaming.local.embedded_kafka import BrokerError, KafkaNotConfigured
 
         if isinstance(e, (KafkaNotConfigured, KafkaConnectError, BrokerError, FileNotFoundError, ValueError)):
-            print(f"jobrec: {e}", file=sys.stderr)
+            print(f"jobrec: {formatter.redact(str(e))}", file=sys.stderr)
             return 1
-        raise
+        # anything else: the traceback goes through the log, so it is redacted like every other line
+        log.exception("jobrec %s failed", args.command)
+        return 1
 
 
 if __name__ == "__main__":

@@ -207,6 +207,20 @@ def start_ingest(
     return writer.start()
 
 
+def made_progress(queries: list[StreamingQuery], reported: dict[str, str]) -> bool:
+    """Whether any query reported progress since the last call (`reported` remembers what was seen)."""
+    fresh = False
+    for q in queries:
+        progress = q.lastProgress
+        if progress is None:
+            continue
+        stamp = str(progress["timestamp"])
+        if reported.get(str(q.id)) != stamp:
+            reported[str(q.id)] = stamp
+            fresh = True
+    return fresh
+
+
 def run_ingest(
     start: Callable[[], list[StreamingQuery]],
     *,
@@ -216,10 +230,14 @@ def run_ingest(
 ) -> None:
     """Keep the ingest queries running: when one fails (brokers unreachable, say), log why and start all again.
 
-    The checkpoint makes a restart resume exactly where the failed query stopped.
+    The checkpoint makes a restart resume exactly where the failed query stopped. `heartbeat` (the liveness
+    signal) is called only when a query reported new progress, a finished micro-batch or Spark's periodic idle
+    report, so a query that is stuck in a batch, or fails and restarts without ever finishing one, stops the
+    heartbeat and the liveness probe notices.
     """
     from pyspark.errors import StreamingQueryException
 
+    reported: dict[str, str] = {}  # query id -> timestamp of the newest progress seen
     while not should_stop():
         queries = start()
         try:
@@ -227,7 +245,8 @@ def run_ingest(
             while any(q.isActive for q in queries) and not should_stop():
                 if any(q.exception() is not None for q in queries if not q.isActive):
                     break
-                heartbeat()
+                if made_progress(queries, reported):
+                    heartbeat()
                 next(q for q in queries if q.isActive).awaitTermination(timeout=1)
             for q in queries:
                 if q.isActive:

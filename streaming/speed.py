@@ -246,6 +246,8 @@ class SpeedStats:
     fallback_lists: int = 0
     job_events: int = 0
     job_events_rejected: int = 0
+    # records or users that made the code raise: skipped, logged, counted; the layer goes on
+    internal_errors: int = 0
     polls_with_records: int = 0
     compute_seconds: float = 0.0  # parse, fold-in and top-N
     publish_seconds: float = 0.0  # send and wait for the brokers' acknowledgement
@@ -257,13 +259,21 @@ def apply_job_records(
     """Job-event records into the catalog copy; returns how many changed it (bad ones: the ingest dead-letters)."""
     changed = 0
     for value, received_ms in records:
-        verdict = parse_job_event(value, received_ms, limits)
-        if not isinstance(verdict, JobEvent):
-            stats.job_events_rejected += 1
-            continue
-        stats.job_events += 1
-        changed += catalog.apply(verdict)
+        try:
+            verdict = parse_job_event(value, received_ms, limits)
+            if not isinstance(verdict, JobEvent):
+                stats.job_events_rejected += 1
+                continue
+            changed += catalog.apply(verdict)
+            stats.job_events += 1
+        except Exception:  # noqa: BLE001 - one record must never stop the layer; the ingest dead-letters it
+            stats.internal_errors += 1
+            log.exception("skipped a job-event record that made the speed layer raise: %r", _excerpt(value))
     return changed
+
+
+def _excerpt(value: bytes | None) -> bytes | None:
+    return value[:200] if value else value
 
 
 def process_records(
@@ -283,28 +293,51 @@ def process_records(
     touched: list[str] = []
     for value, received_ms in records:
         stats.records += 1
-        verdict = parse_click_event(value, received_ms, limits)
-        if not isinstance(verdict, ClickEvent):
-            stats.rejected += 1  # the ingest dead-letters it; nothing to do here
-            continue
-        if recent.seen_before(verdict.event_id):
-            stats.repeats += 1
-            continue
-        stats.events += 1
-        histories.add(verdict)
-        touched.append(verdict.user_id)
+        try:
+            verdict = parse_click_event(value, received_ms, limits)
+            if not isinstance(verdict, ClickEvent):
+                stats.rejected += 1  # the ingest dead-letters it; nothing to do here
+                continue
+            if recent.seen_before(verdict.event_id):
+                stats.repeats += 1
+                continue
+            histories.add(verdict)
+            stats.events += 1
+            touched.append(verdict.user_id)
+        except Exception:  # noqa: BLE001 - one record must never stop the layer; the ingest dead-letters it
+            stats.internal_errors += 1
+            log.exception("skipped a click record that made the speed layer raise: %r", _excerpt(value))
     generated_at = datetime.now(timezone.utc)
     users = list(dict.fromkeys(touched))
-    user_histories = [histories.users[u] for u in users]
     allowed = (filters or FilterCache()).get(model, catalog, generated_at) if catalog is not None else None
-    ranked = recommend_for_users(model, user_histories, n, allowed, max_per_category, catalog)
+
+    def ranked_lists(group: list[str]) -> list[tuple[str, list[dict[str, object]]]]:
+        return recommend_for_users(model, [histories.users[u] for u in group], n, allowed, max_per_category, catalog)
+
+    try:
+        ranked = list(zip(users, ranked_lists(users), strict=True))
+    except Exception:  # noqa: BLE001 - find the user at fault: score one by one, skip who still fails
+        log.exception("scoring %d users together failed; scoring them one by one", len(users))
+        ranked = []
+        for user in users:
+            try:
+                ranked.append((user, ranked_lists([user])[0]))
+            except Exception:  # noqa: BLE001
+                stats.internal_errors += 1
+                log.exception("skipped the list of user %r: scoring raised", user[:128])
     out = []
-    for user, history, (source, items) in zip(users, user_histories, ranked, strict=True):
+    for user, (source, items) in ranked:
+        try:
+            message = recommendation_message(
+                user, model.model_version, generated_at, histories.users[user].newest_event_at, source, items
+            )
+            user.encode()  # the key of its message: a user id that cannot be a Kafka key is skipped here
+        except Exception:  # noqa: BLE001
+            stats.internal_errors += 1
+            log.exception("skipped the list of user %r: it cannot be published", user[:128])
+            continue
         stats.lists += 1
         stats.fallback_lists += source == t.SOURCE_FALLBACK
-        message = recommendation_message(
-            user, model.model_version, generated_at, history.newest_event_at, source, items
-        )
         out.append((user, message))
     return out
 

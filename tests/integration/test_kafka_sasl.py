@@ -86,3 +86,22 @@ def test_cli_fails_at_start_on_wrong_credentials(scram_broker, tmp_path, request
     )
     assert done.returncode == 1
     assert "refused the credentials of user 'pipeline'" in done.stderr
+
+
+def test_debug_logs_never_print_the_password(scram_broker, tmp_path, request) -> None:
+    # kafka-python logs its client config (the SASL password in it) at DEBUG; every line must come out redacted
+    path, _ = sasl_config(tmp_path, scram_broker, request, "s3cret-pw")
+    done = subprocess.run(
+        [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(path), "--log-level", "DEBUG"]
+        + ["jobs", "close", "job-1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"TEST_KAFKA_PASSWORD": "s3cret-pw", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 close event(s) acknowledged" in done.stdout
+    assert "s3cret-pw" not in done.stdout + done.stderr
+    # the password was about to be printed and was replaced: the test would see a leak
+    assert "sasl_plain_password': '***'" in done.stderr

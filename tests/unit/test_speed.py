@@ -128,3 +128,61 @@ def test_model_holder_switches_to_a_new_version_without_a_restart() -> None:
         assert holder.model.model_version == "v2"
     finally:
         holder.stop()
+
+
+def test_a_record_that_makes_the_layer_raise_is_skipped_and_the_others_still_get_lists() -> None:
+    # weights without "apply": adding an apply click raises KeyError inside the layer (a record the contract
+    # accepts but the code cannot handle); the layer must skip it, count it and serve everyone else
+    m = model()
+    histories, stats = Histories({"view": 1.0, "click": 2.0, "save": 3.0}), SpeedStats()
+    records = [
+        (event("e1", "alice", "j1"), RECEIVED_MS),
+        (event("e2", "mallory", "j2", "apply"), RECEIVED_MS),
+        (event("e3", "bob", "j3"), RECEIVED_MS),
+    ]
+    out = dict(process_records(records, histories, RecentIds(), m, 5, EventLimits(), stats))
+    assert set(out) == {"alice", "bob"}
+    assert stats.internal_errors == 1 and stats.events == 2 and stats.lists == 2
+
+
+def test_a_user_whose_list_cannot_be_scored_or_published_is_skipped(monkeypatch) -> None:
+    # a user id that is not UTF-8 encodable cannot key a Kafka message; if one ever got past the contract,
+    # only that user's list is dropped (the parser is replaced here because the contract refuses such ids)
+    import jobrec.streaming.speed as speed
+    from jobrec.schemas.click_event import ClickEvent, parse_click_event
+
+    def lenient(raw, received_ms, limits):
+        verdict = parse_click_event(raw, received_ms, limits)
+        if isinstance(verdict, ClickEvent) and verdict.user_id == "lone":
+            return ClickEvent(verdict.event_id, "\ud800", verdict.job_id, verdict.event_type, verdict.occurred_at)
+        return verdict
+
+    monkeypatch.setattr(speed, "parse_click_event", lenient)
+    stats = SpeedStats()
+    records = [(event("e1", "lone", "j1"), RECEIVED_MS), (event("e2", "bob", "j2"), RECEIVED_MS)]
+    out = dict(process_records(records, Histories(WEIGHTS), RecentIds(), model(), 5, EventLimits(), stats))
+    assert set(out) == {"bob"} and stats.internal_errors == 1
+    for message in out.values():
+        message.encode()  # what is published is always publishable
+
+
+def test_a_job_record_that_makes_the_layer_raise_is_skipped() -> None:
+    from jobrec.batch.core.catalog import CatalogState, CategoryNormaliser
+    from jobrec.streaming.speed import apply_job_records
+
+    class Exploding(CatalogState):
+        def apply(self, event):  # the catalog copy raising on one event must not stop the layer
+            if event.job_id == "boom":
+                raise RuntimeError("boom")
+            return super().apply(event)
+
+    catalog, stats = Exploding(CategoryNormaliser(["IT"], {}), 0.0), SpeedStats()
+
+    def job(event_id: str, job_id: str) -> bytes:
+        doc = {"event_id": event_id, "job_id": job_id, "action": "closed", "occurred_at": "2026-11-26T12:00:00Z"}
+        return json.dumps(doc).encode()
+
+    changed = apply_job_records(
+        [(job("a", "boom"), RECEIVED_MS), (job("b", "j1"), RECEIVED_MS)], catalog, EventLimits(), stats
+    )
+    assert changed == 1 and stats.internal_errors == 1 and stats.job_events == 1
