@@ -93,6 +93,9 @@ def spark_kafka_options(kafka: KafkaConfig, bootstrap: str) -> dict[str, str]:
     return opts
 
 
+_BROKER_TIME = {"message.timestamp.type": "LogAppendTime"}
+
+
 def ensure_topics(kafka: KafkaConfig, bootstrap: str) -> None:
     """Create the clicks, recommendations and job-events topics if they are missing."""
     from kafka import KafkaAdminClient
@@ -108,7 +111,9 @@ def ensure_topics(kafka: KafkaConfig, bootstrap: str) -> None:
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(kafka.clicks_topic, kafka.clicks_partitions, kafka.replication_factor),
+            # the broker stamps each record when it appends it (LogAppendTime): occurred_at is judged against that
+            # time, which a producer cannot set, so a replay judges the same way and no producer moves the window
+            NewTopic(kafka.clicks_topic, kafka.clicks_partitions, kafka.replication_factor, topic_configs=_BROKER_TIME),
             # compacted: a consumer reading from the start ends with the newest list of every user
             NewTopic(
                 kafka.recommendations_topic,
@@ -117,7 +122,7 @@ def ensure_topics(kafka: KafkaConfig, bootstrap: str) -> None:
                 topic_configs={"cleanup.policy": "compact", "segment.ms": "600000"},
             ),
             # a few events per job over its life: one partition keeps them in order and is plenty
-            NewTopic(kafka.jobs_topic, 1, kafka.replication_factor),
+            NewTopic(kafka.jobs_topic, 1, kafka.replication_factor, topic_configs=_BROKER_TIME),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:

@@ -14,16 +14,51 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from jobrec.schemas.recommendation import NEW_USER_KEY
+
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "save", "apply")
 ID_FIELDS: tuple[str, ...] = ("event_id", "user_id", "job_id")
 REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "user_id", "job_id", "event_type", "occurred_at")
 OPTIONAL_FIELDS: tuple[str, ...] = ("schema_version",)
 MAX_ID_LENGTH = 128
 MAX_TIMESTAMP_LENGTH = 40
-
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# every accepted time lies in [MIN_TIME, MAX_TIME): the epoch (Spark, Kafka and most stores start there) up to a
+# year no real event reaches, far inside what datetime, Arrow and Spark represent. A far-future sentinel for
+# "never" (9999-12-31) is refused: a job that never expires leaves expires_at out.
+MIN_TIME = EPOCH
+MAX_TIME = datetime(3000, 1, 1, tzinfo=timezone.utc)
+
+# The characters an id (and a job's category) must not contain, by reason code. click_event.v1.json and
+# job_event.v1.json forbid exactly the union of the three (a unit test compares them on every code point).
+# control_char: C0 controls, DEL and the C1 controls, U+0000-U+001F and U+007F-U+009F.
+_CONTROL_CHARS = re.compile(r"[\u0000-\u001f\u007f-\u009f]")
+# bad_unicode: lone surrogates, U+D800-U+DFFF (a JSON text can escape one, "\ud800"); in a Python str they are
+# the only code points that UTF-8 cannot encode, so an id without them always encodes.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+# format_char: invisible characters that make two different ids look alike or reorder how text shows: every
+# character of Unicode 15.1's general category Cf (soft hyphen U+00AD, Arabic and Syriac format marks, the
+# Mongolian vowel separator U+180E, zero-width space / non-joiner / joiner and the LRM/RLM marks U+200B-U+200F,
+# the bidi embeddings and overrides U+202A-U+202E, word joiner, invisible operators and bidi isolates
+# U+2060-U+206F, the byte order mark U+FEFF, interlinear annotation U+FFF9-U+FFFB, and beyond the BMP the Kaithi,
+# Egyptian, shorthand and musical format characters and the tag characters U+E0000-U+E007F), plus the line and
+# paragraph separators U+2028-U+2029, and the unassigned code points inside those ranges (U+2065, U+E0000,
+# U+E0002-U+E001F), so each range is one block.
+_FORMAT_CHARS = re.compile(
+    r"[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    r"\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    r"\U000e0000-\U000e007f]"
+)
+# all three in one class: a clean id (nearly all of them) costs one scan
+_FORBIDDEN_CHARS = re.compile(
+    "[" + "".join(p.pattern[1:-1] for p in (_CONTROL_CHARS, _SURROGATES, _FORMAT_CHARS)) + "]"
+)
+# matched whole (fullmatch: Python's `$` would let a trailing newline through) and with ASCII digits only, as the
+# JSON Schema's pattern reads them (Python's \d takes any script's digits, which int() then reads too)
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def epoch_micros(dt: datetime) -> int:
@@ -61,7 +96,8 @@ class Rejection:
 
     @property
     def reason(self) -> str:
-        return f"{self.code}: {self.detail}"
+        """code: detail, always UTF-8 encodable (a lone surrogate that reached a detail shows as its escape)."""
+        return f"{self.code}: {self.detail}".encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -79,11 +115,26 @@ class _DuplicateKey(ValueError):
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # json.loads keeps the last of two equal keys silently; an event that says two things is not an event
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise _DuplicateKey(dup)
-    return dict(pairs)
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()  # find the first repeat in one pass: a record of thousands of keys stays cheap
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return doc
+
+
+def check_schema_version(doc: dict[str, Any]) -> Rejection | None:
+    """schema_version, when present, must be the number 1 (1.0 is the same JSON number; true is not)."""
+    if "schema_version" not in doc:
+        return None
+    version = doc["schema_version"]
+    if version == 1 and not isinstance(version, bool):
+        return None
+    # a string is shown quoted with escapes (it may hold anything, a lone surrogate too)
+    shown = repr(version)[:24] if isinstance(version, str) else str(version)[:20]
+    return Rejection("unsupported_version", f"schema_version {shown}, expected 1", "schema_version")
 
 
 def _reject_constant(name: str) -> float:
@@ -104,32 +155,71 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def parse_timestamp(text: str) -> datetime | None:
-    """An RFC 3339 date-time with an offset as aware UTC datetime, or None if it is not one."""
-    m = _RFC3339.match(text)
-    if not m:
+def _since_epoch(text: str) -> timedelta | None:
+    """An RFC 3339 date-time with an offset as the time since the epoch, or None if it is not one.
+
+    Plain timedelta arithmetic on the local time and the offset, so a valid stamp outside datetime's range (year
+    1 with a positive offset, 9999-12-31T23:59:60Z) gives a value instead of an OverflowError.
+    """
+    m = _RFC3339.fullmatch(text)
+    if m is None:
         return None
     year, month, day, hour, minute, second, frac, offset = m.groups()
-    micros = int((frac or "0").ljust(6, "0")[:6])
-    if offset in ("Z", "z"):
-        tz = timezone.utc
-    else:
-        sign = 1 if offset[0] == "+" else -1
-        oh, om = int(offset[1:3]), int(offset[4:6])
-        if oh > 23 or om > 59:
-            return None
-        tz = timezone(sign * timedelta(hours=oh, minutes=om))
+    # RFC 3339 allows a leap second (60); datetime does not, so count it as the next second's start
+    leap = second == "60"
     try:
-        # RFC 3339 allows a leap second (60); datetime does not, so fold it into the next second's start
-        leap = int(second) == 60
-        dt = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), 59 if leap else int(second), micros, tzinfo=tz
-        )
-        if leap:
-            dt += timedelta(seconds=1)
-    except ValueError:
+        local = datetime(int(year), int(month), int(day), int(hour), int(minute), 59 if leap else int(second))
+    except ValueError:  # no such day or time (month 13, February 30, second 61, year 0)
         return None
-    return dt.astimezone(timezone.utc)
+    since = local - _NAIVE_EPOCH + timedelta(seconds=int(leap), microseconds=int((frac or "0").ljust(6, "0")[:6]))
+    if offset in ("Z", "z"):
+        return since
+    oh, om = int(offset[1:3]), int(offset[4:6])
+    if oh > 23 or om > 59:
+        return None
+    return since - (1 if offset[0] == "+" else -1) * timedelta(hours=oh, minutes=om)
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """An RFC 3339 date-time with an offset as aware UTC datetime, or None if it is not one or datetime cannot
+    hold it (before year 1 or after 9999 in UTC). Never raises."""
+    since = _since_epoch(text)
+    if since is None:
+        return None
+    try:
+        return EPOCH + since
+    except OverflowError:
+        return None
+
+
+def check_timestamp(value: str, name: str) -> datetime | Rejection:
+    """A timestamp field: an RFC 3339 date-time (bad_timestamp) in [MIN_TIME, MAX_TIME) (timestamp_out_of_range)."""
+    since = _since_epoch(value) if len(value) <= MAX_TIMESTAMP_LENGTH else None
+    if since is None:
+        return Rejection("bad_timestamp", f"{name} {value[:48]!r} is not an RFC 3339 date-time", name)
+    if not MIN_TIME - EPOCH <= since < MAX_TIME - EPOCH:
+        return Rejection(
+            "timestamp_out_of_range",
+            f"{name} {value!r} is not in [{MIN_TIME:%Y-%m-%dT%H:%M:%SZ}, {MAX_TIME:%Y-%m-%dT%H:%M:%SZ})",
+            name,
+        )
+    return EPOCH + since
+
+
+def check_received_window(
+    occurred: datetime, name: str, value: str, received_at_ms: int, limits: EventLimits
+) -> Rejection | None:
+    """future_timestamp / past_timestamp: `occurred` judged against the broker's receive time.
+
+    In integer microseconds, so a broker timestamp beyond datetime's range (the producer sets it when the topic
+    keeps CreateTime) still gives a verdict instead of an OverflowError.
+    """
+    occurred_us, received_us = epoch_micros(occurred), received_at_ms * 1000
+    if occurred_us > received_us + limits.max_future_seconds * 1_000_000:
+        return Rejection("future_timestamp", f"{name} {value} is after the broker received it", name)
+    if occurred_us < received_us - limits.max_past_days * 86_400_000_000:
+        return Rejection("past_timestamp", f"{name} {value} is more than {limits.max_past_days} days old", name)
+    return None
 
 
 def decode_json_object(raw: bytes | None, max_bytes: int) -> dict[str, Any] | Rejection:
@@ -149,7 +239,7 @@ def decode_json_object(raw: bytes | None, max_bytes: int) -> dict[str, Any] | Re
     try:
         doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
     except _DuplicateKey as e:
-        return Rejection("duplicate_key", f"field {e} appears twice", str(e))
+        return Rejection("duplicate_key", f"field {str(e)[:64]!r} appears twice", str(e)[:64])
     except RecursionError:
         return Rejection("too_deep", "JSON nested too deeply")
     except ValueError as e:  # JSONDecodeError is a ValueError
@@ -160,14 +250,26 @@ def decode_json_object(raw: bytes | None, max_bytes: int) -> dict[str, Any] | Re
 
 
 def check_id(value: str, name: str) -> Rejection | None:
-    """An id field: non-empty, at most MAX_ID_LENGTH characters, no control characters."""
+    """An id field (or a category): non-empty, UTF-8 encodable, at most MAX_ID_LENGTH characters, no control or
+    format character (the character sets above)."""
     if value == "":
         return Rejection("empty_field", name, name)
+    clean = _FORBIDDEN_CHARS.search(value) is None
+    if not clean and (m := _SURROGATES.search(value)) is not None:
+        return Rejection("bad_unicode", f"{name} has a lone surrogate {_where(m)}, which UTF-8 cannot encode", name)
     if len(value) > MAX_ID_LENGTH:
         return Rejection("too_long", f"{name} has {len(value)} characters, limit {MAX_ID_LENGTH}", name)
-    if _CONTROL_CHARS.search(value):
-        return Rejection("control_char", f"{name} contains a control character", name)
+    if clean:
+        return None
+    if (m := _CONTROL_CHARS.search(value)) is not None:
+        return Rejection("control_char", f"{name} contains a control character {_where(m)}", name)
+    if (m := _FORMAT_CHARS.search(value)) is not None:
+        return Rejection("format_char", f"{name} contains an invisible format character {_where(m)}", name)
     return None
+
+
+def _where(m: re.Match[str]) -> str:
+    return f"U+{ord(m.group()):04X} at character {m.start()}"
 
 
 def parse_click_event(
@@ -185,10 +287,8 @@ def parse_click_event(
     unknown = sorted(set(doc) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         return Rejection("unknown_field", f"{unknown[0][:64]!r} is not in click event v1", unknown[0][:64])
-    if "schema_version" in doc and (doc["schema_version"] != 1 or isinstance(doc["schema_version"], bool)):
-        return Rejection(
-            "unsupported_version", f"schema_version {str(doc['schema_version'])[:20]}, expected 1", "schema_version"
-        )
+    if (bad := check_schema_version(doc)) is not None:
+        return bad
     for name in REQUIRED_FIELDS:
         if name not in doc:
             return Rejection("missing_field", name, name)
@@ -199,20 +299,16 @@ def parse_click_event(
     for name in ID_FIELDS:
         if (bad := check_id(doc[name], name)) is not None:
             return bad
+    if doc["user_id"] == NEW_USER_KEY:
+        return Rejection("reserved_id", f"user_id {NEW_USER_KEY!r} is the key of the list for new users", "user_id")
     if doc["event_type"] not in EVENT_TYPES:
         return Rejection(
             "unknown_event_type", f"{doc['event_type'][:32]!r}, expected one of {', '.join(EVENT_TYPES)}", "event_type"
         )
 
-    stamp = doc["occurred_at"]
-    occurred = parse_timestamp(stamp) if len(stamp) <= MAX_TIMESTAMP_LENGTH else None
-    if occurred is None:
-        return Rejection("bad_timestamp", f"occurred_at {stamp[:48]!r} is not an RFC 3339 date-time", "occurred_at")
-    received = EPOCH + timedelta(milliseconds=received_at_ms)
-    if occurred > received + timedelta(seconds=limits.max_future_seconds):
-        return Rejection("future_timestamp", f"occurred_at {stamp} is after the broker received it", "occurred_at")
-    if occurred < received - timedelta(days=limits.max_past_days):
-        return Rejection(
-            "past_timestamp", f"occurred_at {stamp} is more than {limits.max_past_days} days old", "occurred_at"
-        )
+    occurred = check_timestamp(doc["occurred_at"], "occurred_at")
+    if isinstance(occurred, Rejection):
+        return occurred
+    if (bad := check_received_window(occurred, "occurred_at", doc["occurred_at"], received_at_ms, limits)) is not None:
+        return bad
     return ClickEvent(doc["event_id"], doc["user_id"], doc["job_id"], doc["event_type"], occurred)

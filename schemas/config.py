@@ -240,7 +240,8 @@ class PublishConfig:
 class CatalogConfig:
     categories: TextList
     aliases: TextMap
-    default_ttl_days: Annotated[float, Field(ge=0, description="0 = jobs do not expire")]
+    # at most 100 years: a posting time plus the TTL must stay a representable time (and a TTL beyond that is a typo)
+    default_ttl_days: Annotated[float, Field(ge=0, le=36500, description="0 = jobs do not expire")]
 
     @model_validator(mode="after")
     def _aliases_name_categories(self) -> CatalogConfig:
@@ -270,6 +271,9 @@ class ApiConfig:
     max_batch_events: Annotated[int, Field(ge=1)]
     token: Text
     kafka_timeout_seconds: Annotated[float, Field(gt=0)]
+    read_timeout_seconds: Annotated[float, Field(gt=0)]
+    ready_timeout_seconds: Annotated[float, Field(gt=0)]
+    ready_check_interval_seconds: Annotated[float, Field(gt=0)]
 
 
 @dataclass(frozen=True, config=_STRICT)

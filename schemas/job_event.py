@@ -7,16 +7,16 @@ reason codes, so job events share the dead-letter table with click events (kafka
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from jobrec.schemas.click_event import (
-    EPOCH,
-    MAX_TIMESTAMP_LENGTH,
     EventLimits,
     Rejection,
     check_id,
+    check_received_window,
+    check_schema_version,
+    check_timestamp,
     decode_json_object,
-    parse_timestamp,
 )
 
 ACTIONS: tuple[str, ...] = ("posted", "closed")
@@ -39,14 +39,6 @@ class JobEvent:
     expires_at: datetime | None = None
 
 
-def _timestamp(doc: dict, name: str) -> datetime | Rejection:
-    stamp = doc[name]
-    parsed = parse_timestamp(stamp) if len(stamp) <= MAX_TIMESTAMP_LENGTH else None
-    if parsed is None:
-        return Rejection("bad_timestamp", f"{name} {stamp[:48]!r} is not an RFC 3339 date-time", name)
-    return parsed
-
-
 def parse_job_event(
     raw: bytes | None, received_at_ms: int, limits: EventLimits = DEFAULT_LIMITS
 ) -> JobEvent | Rejection:
@@ -57,10 +49,8 @@ def parse_job_event(
     unknown = sorted(set(doc) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         return Rejection("unknown_field", f"{unknown[0][:64]!r} is not in job event v1", unknown[0][:64])
-    if "schema_version" in doc and (doc["schema_version"] != 1 or isinstance(doc["schema_version"], bool)):
-        return Rejection(
-            "unsupported_version", f"schema_version {str(doc['schema_version'])[:20]}, expected 1", "schema_version"
-        )
+    if (bad := check_schema_version(doc)) is not None:
+        return bad
     for name in REQUIRED_FIELDS + POSTED_ONLY_FIELDS:
         if name not in doc:
             if name in REQUIRED_FIELDS:
@@ -80,23 +70,14 @@ def parse_job_event(
         for name in POSTED_ONLY_FIELDS:
             if name in doc:
                 return Rejection("field_not_allowed", f"{name} is only for a posted event", name)
-    occurred = _timestamp(doc, "occurred_at")
+    occurred = check_timestamp(doc["occurred_at"], "occurred_at")
     if isinstance(occurred, Rejection):
         return occurred
-    received = EPOCH + timedelta(milliseconds=received_at_ms)
-    if occurred > received + timedelta(seconds=limits.max_future_seconds):
-        return Rejection(
-            "future_timestamp", f"occurred_at {doc['occurred_at']} is after the broker received it", "occurred_at"
-        )
-    if occurred < received - timedelta(days=limits.max_past_days):
-        return Rejection(
-            "past_timestamp",
-            f"occurred_at {doc['occurred_at']} is more than {limits.max_past_days} days old",
-            "occurred_at",
-        )
+    if (bad := check_received_window(occurred, "occurred_at", doc["occurred_at"], received_at_ms, limits)) is not None:
+        return bad
     expires: datetime | None = None
     if "expires_at" in doc:
-        stamp = _timestamp(doc, "expires_at")
+        stamp = check_timestamp(doc["expires_at"], "expires_at")
         if isinstance(stamp, Rejection):
             return stamp
         expires = stamp

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -71,36 +72,87 @@ class ClickProducer:
         self._producer.close()
 
 
+@dataclass(frozen=True)
+class ListRecord:
+    """One record of the recommendations topic, decoded: the key's user and their list (None for a tombstone or a
+    record that is skipped); `skipped` says why a record is not a list (a missing or non-UTF-8 key, a value that
+    is not a JSON object with a string user_id)."""
+
+    user_id: str | None
+    message: dict[str, Any] | None
+    skipped: str | None = None
+
+
+def decode_list_record(key: bytes | None, value: bytes | None) -> ListRecord:
+    """A record of the compacted recommendations topic as a ListRecord; never raises."""
+    if key is None:
+        return ListRecord(None, None, "no key")
+    try:
+        user_id = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return ListRecord(None, None, "the key is not UTF-8")
+    if value is None:
+        return ListRecord(user_id, None)  # a tombstone: the user's list is withdrawn
+    try:
+        msg = json.loads(value)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        return ListRecord(user_id, None, f"not JSON ({type(e).__name__})")
+    if not isinstance(msg, dict):
+        return ListRecord(user_id, None, f"not a JSON object but a {type(msg).__name__}")
+    if not isinstance(msg.get("user_id"), str):
+        return ListRecord(user_id, None, "no string user_id")
+    return ListRecord(user_id, msg)
+
+
 class RecommendationsConsumer:
-    """Follows the compacted recommendations topic from its start; keeps the newest list per user."""
+    """Follows the compacted recommendations topic from its start; keeps the newest list per user. Raises
+    ValueError if the topic does not exist.
+
+    A record that is not a list (see `decode_list_record`) is skipped, counted in `skipped` and logged with its
+    partition and offset; if its key names a user, that user's older list is forgotten too, as a reader started
+    after compaction would never see it."""
 
     def __init__(self, topic: str = "job-recommendations", **kafka_args: Any) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
+        self.topic = topic
         self._consumer = KafkaConsumer(enable_auto_commit=False, **kafka_args)
         parts = [TopicPartition(topic, p) for p in sorted(self._consumer.partitions_for_topic(topic) or [])]
+        if not parts:
+            self._consumer.close()
+            raise ValueError(f"topic {topic} has no partitions (does it exist?)")
         self._consumer.assign(parts)
         self._consumer.seek_to_beginning(*parts)
         self._parts = parts
         self._end_at_start = self._consumer.end_offsets(parts)
         self.lists: dict[str, dict] = {}
+        self.skipped = 0
 
     def caught_up(self) -> bool:
         """Whether everything that was on the topic when this consumer started has been read."""
         return all(self._consumer.position(tp) >= self._end_at_start[tp] for tp in self._parts)
 
     def poll(self, timeout_ms: int = 1000) -> int:
-        """Read what is new; returns how many messages were read."""
+        """Read what is new; returns how many messages were read (skipped ones included)."""
         n = 0
         for records in self._consumer.poll(timeout_ms=timeout_ms).values():
             for rec in records:
                 n += 1
-                if rec.key is None:
-                    continue
-                if rec.value is None:
-                    self.lists.pop(rec.key.decode(), None)
-                else:
-                    self.lists[rec.key.decode()] = json.loads(rec.value)
+                record = decode_list_record(rec.key, rec.value)
+                if record.user_id is not None and record.message is None:
+                    self.lists.pop(record.user_id, None)
+                elif record.user_id is not None and record.message is not None:
+                    self.lists[record.user_id] = record.message
+                if record.skipped is not None:
+                    self.skipped += 1
+                    log.warning(
+                        "skipped a record of %s partition %d offset %d (key %r): %s",
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        (rec.key or b"")[:64],
+                        record.skipped,
+                    )
         return n
 
     def latest(self, user_id: str, fallback: bool = True) -> dict | None:

@@ -22,8 +22,8 @@ from jobrec.batch.core.catalog import CategoryNormaliser, expiry
 from jobrec.batch.delta_tables import ensure_delta_table
 from jobrec.batch.jobs_table import apply_job_events
 from jobrec.schemas import tables as t
-from jobrec.schemas.click_event import EventLimits, epoch_micros
-from jobrec.schemas.job_event import JobEvent, parse_job_event
+from jobrec.schemas.click_event import EventLimits, Rejection, epoch_micros
+from jobrec.schemas.job_event import parse_job_event
 from jobrec.streaming import parse
 from jobrec.streaming.ingest import IngestSettings, _discard, dead_letter_rows, kafka_columns, kafka_source
 
@@ -46,6 +46,7 @@ PARSED_JOB_ARROW_SCHEMA = pa.schema(
 )
 PARSED_JOB_DDL = parse.spark_ddl(PARSED_JOB_ARROW_SCHEMA)
 _EVENT_COLUMNS = (t.EVENT_ID, t.JOB_ID, t.ACTION, parse.OCCURRED_AT_US, t.CATEGORY, t.RAW_CATEGORY, EXPIRES_AT_US)
+_EVENT_TYPES = [PARSED_JOB_ARROW_SCHEMA.field(name).type for name in _EVENT_COLUMNS]  # a row's values, in order
 
 
 def parse_job_record_batch(
@@ -54,31 +55,38 @@ def parse_job_record_batch(
     """One output row per Kafka record: the event with its normalised category and effective expiry, or why not."""
     values = batch.column(parse.IN_VALUE).to_pylist()
     received = batch.column(parse.IN_RECEIVED_MS).to_pylist()
-    cols: dict[str, list[object]] = {f.name: [] for f in PARSED_JOB_ARROW_SCHEMA}
-    for raw, received_ms in zip(values, received, strict=True):
+    rows = [
+        _job_row(raw, received_ms, limits, normaliser, default_ttl_days)
+        for raw, received_ms in zip(values, received, strict=True)
+    ]
+    return parse.verdict_batch(PARSED_JOB_ARROW_SCHEMA, rows, values, batch)
+
+
+def _job_row(
+    raw: bytes | None,
+    received_ms: int | None,
+    limits: EventLimits,
+    normaliser: CategoryNormaliser,
+    default_ttl_days: float,
+) -> tuple[object, ...] | Rejection:
+    try:
         verdict = parse_job_event(raw, received_ms if received_ms is not None else 0, limits)
-        if isinstance(verdict, JobEvent):
-            expires = expiry(verdict, default_ttl_days)
-            cols[t.EVENT_ID].append(verdict.event_id)
-            cols[t.JOB_ID].append(verdict.job_id)
-            cols[t.ACTION].append(verdict.action)
-            cols[parse.OCCURRED_AT_US].append(epoch_micros(verdict.occurred_at))
-            cols[t.CATEGORY].append(normaliser.normalise(verdict.category))
-            cols[t.RAW_CATEGORY].append(verdict.category)
-            cols[EXPIRES_AT_US].append(epoch_micros(expires) if expires else None)
-            for name in (t.REASON_CODE, t.REASON, t.RAW):
-                cols[name].append(None)
-        else:
-            for name in _EVENT_COLUMNS:
-                cols[name].append(None)
-            cols[t.REASON_CODE].append(verdict.code)
-            cols[t.REASON].append(verdict.reason)
-            cols[t.RAW].append(raw)
-    cols[t.KAFKA_TOPIC] = batch.column(parse.IN_TOPIC).to_pylist()
-    cols[t.KAFKA_PARTITION] = batch.column(parse.IN_PARTITION).to_pylist()
-    cols[t.KAFKA_OFFSET] = batch.column(parse.IN_OFFSET).to_pylist()
-    cols[parse.IN_RECEIVED_MS] = received
-    return pa.RecordBatch.from_pydict(cols, schema=PARSED_JOB_ARROW_SCHEMA)
+        if isinstance(verdict, Rejection):
+            return verdict
+        expires = expiry(verdict, default_ttl_days)
+        row = (
+            verdict.event_id,
+            verdict.job_id,
+            verdict.action,
+            epoch_micros(verdict.occurred_at),
+            normaliser.normalise(verdict.category),
+            verdict.category,
+            epoch_micros(expires) if expires else None,
+        )
+        parse.check_arrow_row(row, _EVENT_TYPES)
+        return row
+    except Exception as e:  # one record must never fail the micro-batch (and so the stream)
+        return parse.internal_error(e)
 
 
 def _normaliser(settings: IngestSettings) -> CategoryNormaliser:

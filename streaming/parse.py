@@ -7,12 +7,12 @@ calls it with a hand-built Arrow batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
 from jobrec.schemas import tables as t
-from jobrec.schemas.click_event import ClickEvent, EventLimits, parse_click_event
+from jobrec.schemas.click_event import EventLimits, Rejection, parse_click_event
 
 # input columns (selected from Spark's Kafka source before the call)
 IN_VALUE = "value"
@@ -53,35 +53,112 @@ PARSED_ARROW_SCHEMA = pa.schema(
     ]
 )
 PARSED_DDL = spark_ddl(PARSED_ARROW_SCHEMA)
+_CLICK_TYPES = [f.type for f in PARSED_ARROW_SCHEMA][: len(PARSED_ARROW_SCHEMA) - len(VERDICT_FIELDS)]
+_INT_BOUNDS = {pa.int32(): 2**31, pa.int64(): 2**63}
+# the reason code of a record that made a parser raise (a bug, or input nobody foresaw), and its detail's limit
+INTERNAL_ERROR = "internal_error"
+MAX_DETAIL = 200
 
 
 def parse_record_batch(batch: pa.RecordBatch, limits: EventLimits) -> pa.RecordBatch:
     """One output row per input record, in order: the event's fields, or a reason and the raw bytes."""
     values = batch.column(IN_VALUE).to_pylist()
     received = batch.column(IN_RECEIVED_MS).to_pylist()
-    cols: dict[str, list[object]] = {f.name: [] for f in PARSED_ARROW_SCHEMA}
-    for raw, received_ms in zip(values, received, strict=True):
+    rows = [_click_row(raw, received_ms, limits) for raw, received_ms in zip(values, received, strict=True)]
+    return verdict_batch(PARSED_ARROW_SCHEMA, rows, values, batch)
+
+
+def _click_row(raw: bytes | None, received_ms: int | None, limits: EventLimits) -> tuple[object, ...] | Rejection:
+    try:
         verdict = parse_click_event(raw, received_ms if received_ms is not None else 0, limits)
-        if isinstance(verdict, ClickEvent):
-            cols[t.EVENT_ID].append(verdict.event_id)
-            cols[t.USER_ID].append(verdict.user_id)
-            cols[t.JOB_ID].append(verdict.job_id)
-            cols[t.EVENT_TYPE].append(verdict.event_type)
-            cols[OCCURRED_AT_US].append(verdict.occurred_at_micros)
-            cols[t.REASON_CODE].append(None)
-            cols[t.REASON].append(None)
-            cols[t.RAW].append(None)
-        else:
-            for name in (t.EVENT_ID, t.USER_ID, t.JOB_ID, t.EVENT_TYPE, OCCURRED_AT_US):
-                cols[name].append(None)
-            cols[t.REASON_CODE].append(verdict.code)
-            cols[t.REASON].append(verdict.reason)
+        if isinstance(verdict, Rejection):
+            return verdict
+        row = (verdict.event_id, verdict.user_id, verdict.job_id, verdict.event_type, verdict.occurred_at_micros)
+        check_arrow_row(row, _CLICK_TYPES)
+        return row
+    except Exception as e:  # one record must never fail the micro-batch (and so the stream)
+        return internal_error(e)
+
+
+def internal_error(e: BaseException) -> Rejection:
+    """The dead-letter verdict of a record that made the parse raise: the exception's type and message."""
+    try:
+        message = str(e)
+    except Exception:  # an exception whose message cannot be built is still an internal error
+        message = "(no message)"
+    return Rejection(INTERNAL_ERROR, f"{type(e).__name__}: {message}"[:MAX_DETAIL])
+
+
+def check_arrow_row(row: Sequence[object], types: Sequence[pa.DataType]) -> None:
+    """Raise unless every value converts to its Arrow type: a str that UTF-8 encodes, an int in range, or None."""
+    for value, typ in zip(row, types, strict=True):
+        if value is None:
+            continue
+        if typ == pa.string():
+            if not isinstance(value, str):
+                raise TypeError(f"expected a str, got {type(value).__name__}")
+            value.encode("utf-8")  # UnicodeEncodeError on a lone surrogate, which Arrow would raise for the batch
+        elif (bound := _INT_BOUNDS.get(typ)) is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or not -bound <= value < bound:
+                raise ValueError(f"{value!r} is not a {typ}")
+
+
+def verdict_batch(
+    schema: pa.Schema,
+    rows: Sequence[tuple[object, ...] | Rejection],
+    raws: Sequence[bytes | None],
+    batch: pa.RecordBatch,
+) -> pa.RecordBatch:
+    """The output batch, one row per input record: its event values (the schema's columns before VERDICT_FIELDS)
+    or its rejection with its raw bytes, then the Kafka columns of `batch`.
+
+    Should a row still fail Arrow's conversion (check_arrow_row is there to catch that first), its values are
+    converted again one by one and each row that fails becomes an internal_error dead letter: one bad record
+    never fails the batch.
+    """
+    event_fields = list(schema)[: len(schema) - len(VERDICT_FIELDS)]
+    try:
+        return _build(schema, event_fields, rows, raws, batch)
+    except Exception:
+        return _build(schema, event_fields, [_convertible(row, event_fields) for row in rows], raws, batch)
+
+
+def _convertible(row: tuple[object, ...] | Rejection, fields: list[pa.Field]) -> tuple[object, ...] | Rejection:
+    if isinstance(row, Rejection):
+        return row
+    try:
+        for value, f in zip(row, fields, strict=True):
+            pa.array([value], type=f.type)
+    except Exception as e:
+        return internal_error(e)
+    return row
+
+
+def _build(
+    schema: pa.Schema,
+    event_fields: list[pa.Field],
+    rows: Sequence[tuple[object, ...] | Rejection],
+    raws: Sequence[bytes | None],
+    batch: pa.RecordBatch,
+) -> pa.RecordBatch:
+    cols: dict[str, list[object]] = {f.name: [] for f in schema}
+    for row, raw in zip(rows, raws, strict=True):
+        if isinstance(row, Rejection):
+            for f in event_fields:
+                cols[f.name].append(None)
+            cols[t.REASON_CODE].append(row.code)
+            cols[t.REASON].append(row.reason)  # UTF-8 encodable by construction
             cols[t.RAW].append(raw)
+        else:
+            for f, value in zip(event_fields, row, strict=True):
+                cols[f.name].append(value)
+            for name in (t.REASON_CODE, t.REASON, t.RAW):
+                cols[name].append(None)
     cols[t.KAFKA_TOPIC] = batch.column(IN_TOPIC).to_pylist()
     cols[t.KAFKA_PARTITION] = batch.column(IN_PARTITION).to_pylist()
     cols[t.KAFKA_OFFSET] = batch.column(IN_OFFSET).to_pylist()
-    cols[IN_RECEIVED_MS] = received
-    return pa.RecordBatch.from_pydict(cols, schema=PARSED_ARROW_SCHEMA)
+    cols[IN_RECEIVED_MS] = batch.column(IN_RECEIVED_MS).to_pylist()
+    return pa.RecordBatch.from_pydict(cols, schema=schema)
 
 
 def parse_record_batches(batches: Iterator[pa.RecordBatch], limits: EventLimits) -> Iterator[pa.RecordBatch]:

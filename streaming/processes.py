@@ -15,7 +15,6 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from jobrec.batch.connections import (
-    any_broker_reachable,
     ensure_topics,
     python_client_args,
     spark_kafka_options,
@@ -172,17 +171,39 @@ def run_speed_process(cfg: Config, bootstrap: str, stop: threading.Event) -> Spe
 
 
 def build_api(cfg: Config, bootstrap: str) -> tuple[Any, Callable[[], None]]:
-    """(FastAPI app, stop function): the ingest/read API with its Kafka producer and recommendations follower."""
-    from kafka import KafkaProducer
+    """(FastAPI app, stop function): the ingest/read API with its Kafka producer, its recommendations follower
+    and its Kafka readiness check (each of the two in its own thread)."""
+    from kafka import KafkaAdminClient, KafkaProducer
 
     from jobrec.streaming.clients import RecommendationsConsumer
-    from jobrec.streaming.http_api import ApiSettings, LatestLists, create_app
+    from jobrec.streaming.http_api import ApiSettings, create_app
+    from jobrec.streaming.readiness import KafkaReadiness
+    from jobrec.streaming.recommendations_reader import LatestLists
 
     client = python_client_args(cfg.kafka, bootstrap)
     timeout_ms = int(cfg.api.kafka_timeout_seconds * 1000)
-    producer = KafkaProducer(**client, acks="all", linger_ms=2, max_block_ms=timeout_ms, request_timeout_ms=timeout_ms)
-    lists = LatestLists()
-    lists.follow(lambda: RecommendationsConsumer(topic=cfg.kafka.recommendations_topic, **client))
+    linger_ms = 2
+    producer = KafkaProducer(
+        **client,
+        acks="all",
+        linger_ms=linger_ms,
+        # kafka-python 3.0's idempotent producer never recovers once a batch it had sent expires (a broker that
+        # stopped answering): every later send times out. Without it a retried batch may be written twice, which
+        # the pipeline absorbs (it drops repeated event_ids, and no consumer depends on the order within a key).
+        enable_idempotence=False,
+        max_block_ms=timeout_ms,
+        request_timeout_ms=timeout_ms,
+        # a record the API gave up on is not retried for long after its 503 (the client retries it instead)
+        delivery_timeout_ms=timeout_ms + linger_ms + 1,
+    )
+    lists = LatestLists(lambda: RecommendationsConsumer(topic=cfg.kafka.recommendations_topic, **client)).start()
+    ready_ms = max(1, int(cfg.api.ready_timeout_seconds * 1000))
+    kafka = KafkaReadiness(
+        lambda: KafkaAdminClient(**client, request_timeout_ms=ready_ms, bootstrap_timeout_ms=ready_ms),
+        (cfg.kafka.clicks_topic, cfg.kafka.jobs_topic),
+        interval_seconds=cfg.api.ready_check_interval_seconds,
+        timeout_seconds=cfg.api.ready_timeout_seconds,
+    ).start()
     settings = ApiSettings(
         clicks_topic=cfg.kafka.clicks_topic,
         recommendations_topic=cfg.kafka.recommendations_topic,
@@ -191,14 +212,16 @@ def build_api(cfg: Config, bootstrap: str) -> tuple[Any, Callable[[], None]]:
         max_batch_events=cfg.api.max_batch_events,
         token=cfg.api.token,
         kafka_timeout_seconds=cfg.api.kafka_timeout_seconds,
+        read_timeout_seconds=cfg.api.read_timeout_seconds,
         limits=event_limits(cfg),
     )
 
     def stop() -> None:
         lists.stop()
+        kafka.stop()
         producer.close(timeout=5)
 
-    return create_app(settings, producer, lists, lambda: any_broker_reachable(bootstrap)), stop
+    return create_app(settings, producer, lists, kafka), stop
 
 
 def serve_api(cfg: Config, bootstrap: str, host: str, port: int) -> None:

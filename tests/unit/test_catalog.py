@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from jobrec.batch.core.catalog import CatalogState, CategoryNormaliser, serving_filter, wins
@@ -52,6 +53,24 @@ BAD_JOB_EVENTS = {
     "null action": (job_event(action=None), "null_field"),
     "not json": (b"{job", "invalid_json"),
     "future": (job_event(occurred_at="2027-11-26T12:00:00Z"), "future_timestamp"),
+    # issue 11's inputs in job events: ids and the category follow the id rules, times the range
+    "lone surrogate in job_id": (job_event(job_id="pj\ud800"), "bad_unicode"),
+    "lone surrogate in category": (job_event(category="IT\udfff"), "bad_unicode"),
+    "C1 control in event_id": (job_event(event_id="e\u009b1"), "control_char"),
+    "bidi override in category": (job_event(category="\u202eTI"), "format_char"),
+    "zero-width space in job_id": (job_event(job_id="j\u200b1"), "format_char"),
+    "occurred in year 1 with an offset": (job_event(occurred_at="0001-01-01T00:00:00+00:01"), "timestamp_out_of_range"),
+    "never-expires sentinel": (job_event(expires_at="9999-12-31T23:59:59Z"), "timestamp_out_of_range"),
+    "expiry a leap second after 9999": (job_event(expires_at="9999-12-31T23:59:60Z"), "timestamp_out_of_range"),
+}
+# judged against the broker's receive time, or beyond what a JSON Schema can say (calendar, range, raw text)
+SCHEMA_BLIND = {
+    "not json",
+    "future",
+    "expiry before posting",
+    "occurred in year 1 with an offset",
+    "never-expires sentinel",
+    "expiry a leap second after 9999",
 }
 
 
@@ -68,15 +87,22 @@ def test_parser_agrees_with_the_published_json_schema() -> None:
         job_event(),
         job_event(category="Retial", expires_at="2027-01-01T00:00:00+01:00", schema_version=1),
         job_event(action="closed"),
+        job_event(job_id="Łódź-\U0001f600", category="Retail \u00b7 Łódź"),
+        job_event(expires_at="2999-12-31T23:59:59.999999Z"),
     ]
     for raw in good:
         assert isinstance(parse_job_event(raw, RECEIVED_MS), JobEvent)
         assert validator.is_valid(json.loads(raw))
     # every bad case the schema can judge (not the time-relative ones) is invalid there too
     for label, (raw, _) in BAD_JOB_EVENTS.items():
-        if label in ("not json", "future", "expiry before posting"):
+        if label in SCHEMA_BLIND:
             continue
         assert not validator.is_valid(json.loads(raw)), label
+
+
+def test_job_and_click_schemas_share_the_id_rules() -> None:
+    click_schema = json.loads((Path(__file__).parents[2] / "schemas" / "click_event.v1.json").read_text())
+    assert SCHEMA["$defs"]["id"] == click_schema["$defs"]["id"]
 
 
 def test_valid_posted_event() -> None:
@@ -261,3 +287,64 @@ def test_job_events_parse_with_normalised_category_and_default_expiry() -> None:
     assert out[job_events.EXPIRES_AT_US] == [posted_us + 30 * 86_400 * 1_000_000, None, None]
     assert out["reason_code"] == [None, None, "invalid_json"] and out["raw"][2] == b"{broken"
     assert out["kafka_offset"] == [10, 11, 12]
+
+
+def _job_batch(records: list[bytes | None]) -> pa.RecordBatch:
+    from jobrec.streaming import parse
+
+    n = len(records)
+    return pa.RecordBatch.from_pydict(
+        {
+            parse.IN_VALUE: pa.array(records, pa.binary()),
+            parse.IN_TOPIC: ["jobs"] * n,
+            parse.IN_PARTITION: pa.array([0] * n, pa.int32()),
+            parse.IN_OFFSET: pa.array(range(n), pa.int64()),
+            parse.IN_RECEIVED_MS: pa.array([RECEIVED_MS] * n, pa.int64()),
+        }
+    )
+
+
+def test_job_events_parse_turns_issue_11_inputs_into_dead_letters_not_a_failed_batch() -> None:
+    from jobrec.streaming import job_events
+
+    labels = ["lone surrogate in job_id", "lone surrogate in category", "expiry a leap second after 9999"]
+    bad = [BAD_JOB_EVENTS[label] for label in labels]
+    records = [job_event(event_id="ok")] + [raw for raw, _ in bad]
+    normaliser = CategoryNormaliser(CATEGORIES, {})
+    out = job_events.parse_job_record_batch(_job_batch(records), EventLimits(), normaliser, default_ttl_days=30)
+    out.validate(full=True)  # every string column is valid UTF-8
+    got = out.to_pydict()
+    assert got["reason_code"] == [None] + [code for _, code in bad]
+    assert got["event_id"] == ["ok"] + [None] * len(bad)
+    assert got["raw"] == [None] + [raw for raw, _ in bad]
+
+
+def test_job_events_parse_makes_a_record_that_raises_an_internal_error_dead_letter() -> None:
+    from jobrec.streaming import job_events
+
+    class Exploding(CategoryNormaliser):
+        def normalise(self, raw: str | None) -> str | None:
+            if raw == "boom":
+                raise RuntimeError("normaliser broke on " + raw)
+            return super().normalise(raw)
+
+    records = [job_event(event_id="a", category="IT"), job_event(event_id="b", category="boom"), job_event()]
+    out = job_events.parse_job_record_batch(
+        _job_batch(records), EventLimits(), Exploding(CATEGORIES, {}), default_ttl_days=30
+    ).to_pydict()
+    assert out["event_id"] == ["a", None, "e1"]
+    assert out["reason_code"] == [None, "internal_error", None]
+    assert out["reason"][1] == "internal_error: RuntimeError: normaliser broke on boom"
+    assert out["raw"][1] == records[1] and out["kafka_offset"] == [0, 1, 2]
+
+
+def test_job_events_parse_dead_letters_an_expiry_datetime_cannot_hold() -> None:
+    # a default TTL of a billion days (the config sets no upper bound) overflows timedelta for every posted
+    # event without expires_at: each becomes a dead letter, the close in the same batch still goes through
+    from jobrec.streaming import job_events
+
+    records = [job_event(event_id="p"), job_event(event_id="c", action="closed")]
+    normaliser = CategoryNormaliser(CATEGORIES, {})
+    out = job_events.parse_job_record_batch(_job_batch(records), EventLimits(), normaliser, 1e9).to_pydict()
+    assert out["event_id"] == [None, "c"] and out["reason_code"] == ["internal_error", None]
+    assert out["reason"][0].startswith("internal_error: OverflowError: ")

@@ -4,13 +4,22 @@ the published JSON Schema (checked by the independent `jsonschema` library) on e
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from jobrec.schemas.click_event import ClickEvent, EventLimits, Rejection, parse_click_event, parse_timestamp
+from jobrec.schemas.click_event import (
+    ClickEvent,
+    EventLimits,
+    Rejection,
+    check_id,
+    parse_click_event,
+    parse_timestamp,
+)
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "click_event.v1.json").read_text())
 RECEIVED_MS = int(datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
@@ -82,6 +91,30 @@ BAD_RECORDS = [
     ),
     ("NaN literal", b'{"event_id": NaN}', "invalid_json"),
     ("wrong schema_version", with_(schema_version=2), "unsupported_version"),
+    # issue 11: what an attacker sent to the real stack. A lone surrogate passed the parser and then failed every
+    # micro-batch in Arrow; these times raised OverflowError in parse_timestamp; "*" is the new-user list's key.
+    ("lone surrogate in job_id", enc(GOOD).replace(b'"j-1"', b'"pj\\ud800"'), "bad_unicode"),
+    ("leap second at the end of 9999", with_(occurred_at="9999-12-31T23:59:60Z"), "timestamp_out_of_range"),
+    ("year 1 with a positive offset", with_(occurred_at="0001-01-01T00:00:00+00:01"), "timestamp_out_of_range"),
+    ("user_id is the new-user key", with_(user_id="*"), "reserved_id"),
+    ("C1 control (NEL) in an id", with_(user_id="u\u00851"), "control_char"),
+    ("bidi override in an id", with_(job_id="j\u202e1"), "format_char"),
+    ("zero-width space in an id", with_(event_id="e\u200b1"), "format_char"),
+    # around them
+    ("lone low surrogate in user_id", with_(user_id="\udc00u"), "bad_unicode"),
+    ("byte order mark in an id", with_(job_id="\ufeffj-1"), "format_char"),
+    ("tag character (beyond the BMP) in an id", with_(job_id="j\U000e0041"), "format_char"),
+    ("line separator in an id", with_(user_id="u\u20281"), "format_char"),
+    ("year 3000", with_(occurred_at="3000-01-01T00:00:00Z"), "timestamp_out_of_range"),
+    ("just before the epoch", with_(occurred_at="1970-01-01T00:30:00+01:00"), "timestamp_out_of_range"),
+    ("non-ASCII digits in a timestamp", with_(occurred_at="\u0662\u0660\u0662\u0666-11-26T11:59:00Z"), "bad_timestamp"),
+    ("newline after a timestamp", with_(occurred_at="2026-11-26T11:59:00Z\n"), "bad_timestamp"),
+    ("lone surrogate as schema_version", with_(schema_version="\ud800"), "unsupported_version"),
+    (
+        "duplicate key that is a lone surrogate",
+        enc(GOOD)[:-1] + b', "\\ud800": 1, "\\ud800": 2}',
+        "duplicate_key",
+    ),
 ]
 
 
@@ -91,6 +124,7 @@ def test_bad_record_is_rejected_with_its_reason(label: str, raw: bytes | None, c
     assert isinstance(verdict, Rejection), f"{label} was accepted"
     assert verdict.code == code
     assert verdict.reason.startswith(code + ": ") and len(verdict.reason) > len(code) + 3
+    verdict.reason.encode("utf-8")  # it goes to the dead-letter table through Arrow: a lone surrogate would fail it
 
 
 def test_at_least_twenty_kinds_of_bad_input() -> None:
@@ -115,10 +149,47 @@ def test_valid_event_is_parsed_to_utc() -> None:
         ("2026-11-26 11:59:00Z", None),
         ("2026-13-01T00:00:00Z", None),
         ("2026-11-26T11:59:00+25:00", None),
+        ("0001-01-01T00:00:00-00:01", datetime(1, 1, 1, 0, 1, tzinfo=timezone.utc)),
+        # valid RFC 3339 whose UTC time datetime cannot hold: None, never OverflowError
+        ("9999-12-31T23:59:60Z", None),
+        ("0001-01-01T00:00:00+00:01", None),
+        ("\u0662\u0660\u0662\u0666-11-26T11:59:00Z", None),  # Arabic-Indic digits: int() reads them, RFC 3339 does not
+        ("2026-11-26T11:59:00Z\n", None),
     ],
 )
 def test_rfc3339_timestamps(stamp: str, expected: datetime | None) -> None:
     assert parse_timestamp(stamp) == expected
+
+
+@pytest.mark.parametrize(
+    "stamp,in_range",
+    [
+        ("1970-01-01T00:00:00Z", True),
+        ("1969-12-31T23:59:59.999999Z", False),
+        ("1970-01-01T00:59:59+01:00", False),  # 1969-12-31T23:59:59Z
+        ("1969-12-31T23:00:00-01:00", True),  # 1970-01-01T00:00:00Z
+        ("2999-12-31T23:59:59.999999Z", True),
+        ("2999-12-31T23:59:60Z", False),  # the leap second is 3000-01-01T00:00:00Z
+        ("3000-01-01T00:30:00+01:00", True),  # 2999-12-31T23:30:00Z
+        ("3000-01-01T00:00:00Z", False),
+        ("0001-01-01T00:00:00Z", False),
+        ("9999-12-31T23:59:59Z", False),
+    ],
+)
+def test_timestamps_outside_1970_to_3000_are_out_of_range(stamp: str, in_range: bool) -> None:
+    limits = EventLimits(max_future_seconds=10**12, max_past_days=10**7)  # no judging against the receive time
+    verdict = parse_click_event(with_(occurred_at=stamp), RECEIVED_MS, limits)
+    if in_range:
+        assert isinstance(verdict, ClickEvent)
+    else:
+        assert isinstance(verdict, Rejection) and verdict.code == "timestamp_out_of_range"
+
+
+@pytest.mark.parametrize("received_ms,code", [(2**63 - 1, "past_timestamp"), (-(2**63), "future_timestamp")])
+def test_a_broker_timestamp_beyond_datetime_still_gets_a_verdict(received_ms: int, code: str) -> None:
+    # a topic that keeps CreateTime takes the producer's timestamp, any 64-bit number
+    verdict = parse_click_event(with_(), received_ms, LIMITS)
+    assert isinstance(verdict, Rejection) and verdict.code == code
 
 
 def _schema_accepts(raw: bytes) -> bool:
@@ -143,16 +214,39 @@ def _schema_accepts(raw: bytes) -> bool:
             "too_long",
             "unknown_event_type",
             "control_char",
+            "format_char",
+            "bad_unicode",
+            "reserved_id",
             "unknown_field",
             "unsupported_version",
         }
     ]
-    + [with_(occurred_at="yesterday"), with_(occurred_at="2026-11-26T11:59:00")],
+    + [with_(occurred_at="yesterday"), with_(occurred_at="2026-11-26T11:59:00")]
+    # ids that are fine: any script, characters beyond the BMP, a star that is not the whole id, a no-break space
+    + [with_(user_id="Łódź-ユーザー"), with_(job_id="job-\U0001f600"), with_(user_id="**"), with_(job_id="j\u00a01")],
 )
 def test_parser_agrees_with_the_published_json_schema(raw: bytes) -> None:
     # the JSON Schema has no clock, no byte limit and no calendar: compare on what both can judge
     verdict = parse_click_event(raw, RECEIVED_MS, EventLimits(max_record_bytes=10**6))
     assert isinstance(verdict, ClickEvent) == _schema_accepts(raw)
+
+
+ALL_CODE_POINTS = "".join(map(chr, range(0x110000)))
+
+
+def test_id_characters_agree_with_the_json_schema_on_every_code_point() -> None:
+    # the schema forbids one character class (negated); the parser has three, one per reason code
+    forbidden = set(re.findall(SCHEMA["$defs"]["id"]["not"]["pattern"], ALL_CODE_POINTS))
+    verdicts = {c: check_id(c, "x") for c in ALL_CODE_POINTS}
+    assert forbidden == {c for c, v in verdicts.items() if v is not None}
+    codes = {c: v.code for c, v in verdicts.items() if v is not None}
+    assert {c for c, code in codes.items() if code == "bad_unicode"} == set(map(chr, range(0xD800, 0xE000)))
+    assert {c for c, code in codes.items() if code == "control_char"} == set(
+        map(chr, [*range(0x20), *range(0x7F, 0xA0)])
+    )
+    # independently of the lists: every control, format, surrogate, line or paragraph separator character of the
+    # Unicode database this Python carries is refused
+    assert {c for c in ALL_CODE_POINTS if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")} <= set(codes)
 
 
 def test_the_same_record_gets_the_same_verdict_whenever_it_is_replayed() -> None:

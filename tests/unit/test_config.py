@@ -132,6 +132,7 @@ def test_out_of_range_values_fail_with_the_key_and_the_rule(override: dict, mess
         ("gate", "validation_share", 1.0),
         ("gate", "enabled", "yes"),
         ("catalog", "categories", "IT"),
+        ("catalog", "default_ttl_days", 1e9),
         ("fold_in", "model_check_seconds", 0),
     ],
 )
