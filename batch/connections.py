@@ -135,8 +135,29 @@ def ensure_topics(kafka: KafkaConfig, bootstrap: str) -> None:
         admin.close()
 
 
+# The JVM's logging config, shipped beside this module: stderr, the Python lines' layout, Spark's known noise dropped
+LOG4J2_PROPERTIES = Path(__file__).resolve().with_name("log4j2.properties")
+# `jobrec --log-level DEBUG` (this logger enabled for DEBUG) lets the JVM's known noise through as well
+JVM_LOGGER = "jobrec.jvm"
+_JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
+
+
+def jvm_log_options(base_level: str, show_noise: bool) -> str:
+    """Java options that make a Spark JVM log through LOG4J2_PROPERTIES at `base_level` (spark.log_level), with
+    or without the warnings Spark prints in normal operation."""
+    return (
+        # as a file: URI, which needs no quoting for the launcher when the path has spaces
+        f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} -Djobrec.log4j2.level={base_level} "
+        f"-Djobrec.log4j2.noise={'NEUTRAL' if show_noise else 'DENY'}"
+    )
+
+
 def build_spark_session(cfg: Config, app_name: str) -> SparkSession:
-    """A SparkSession with Delta and the Kafka connector from the local jar cache."""
+    """A SparkSession with Delta and the Kafka connector from the local jar cache.
+
+    Its JVM logs at spark.log_level on stderr, without Spark's known noise unless the `jobrec.jvm` logger is
+    enabled for DEBUG (the JVM's logging is set when it starts: the first session of a process decides it).
+    """
     from pyspark.sql import SparkSession
 
     # Python workers must run this interpreter (the venv with pyarrow and this project), not the first python3
@@ -171,11 +192,15 @@ def build_spark_session(cfg: Config, app_name: str) -> SparkSession:
         )
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
     )
+    log_options = jvm_log_options(cfg.spark.log_level, logging.getLogger(JVM_LOGGER).isEnabledFor(logging.DEBUG))
+    extra = dict(cfg.spark.extra)
+    for key in _JAVA_OPTIONS:
+        # the config's own Java options come after ours: a -D of its own (another log4j2 file) wins
+        builder = builder.config(key, f"{log_options} {extra.pop(key, '')}".strip())
     if jars:
         builder = builder.config("spark.jars", jars)
-    for key, value in cfg.spark.extra.items():
+    for key, value in extra.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)

@@ -98,13 +98,19 @@ def popular_items(
     users_per_job: dict[str, int], job_ids: list[str], allowed: ServingFilter | None, n: int, max_per_category: int
 ) -> list[dict[str, object]]:
     """The list for a user with no history: the jobs most users interacted with, open ones only, capped by
-    category; ties by job order. Scores are 0, as in the speed layer's fallback lists (no model score)."""
-    row = np.array([float(users_per_job.get(j, 0)) for j in job_ids]) if job_ids else np.empty(0)
+    category; ties by job order. A job's score is its popularity: its users as a share of the most popular job's
+    (1.0 for that job), the same scale as the speed layer's fallback lists."""
+    counts = np.array([float(users_per_job.get(j, 0)) for j in job_ids]) if job_ids else np.empty(0)
+    row = counts.copy()
     row[row <= 0] = -np.inf
     if allowed is not None:
         row[allowed.excluded] = -np.inf
     best = capped_top(row, n, allowed.categories if allowed is not None else None, max_per_category)
-    return [{t.JOB_ID: job_ids[j], t.SCORE: 0.0, t.RANK: r + 1} for r, j in enumerate(best.tolist())]
+    top = counts.max() if counts.size else 0.0
+    return [
+        {t.JOB_ID: job_ids[j], t.SCORE: round(float(counts[j] / top), 6) if top > 0 else 0.0, t.RANK: r + 1}
+        for r, j in enumerate(best.tolist())
+    ]
 
 
 def recommend_top_n(

@@ -110,6 +110,7 @@ def gated_retrain(
         log.info("validation@%d: model %s; popularity %s", gate.k, _clean(val), _clean(pop))
     status = t.STATUS_PUBLISHED if decision.publish else t.STATUS_REJECTED
     write_model(spark, tables_root, model, status, write_factors=decision.publish)
+    model.status = status
     (log.info if decision.publish else log.warning)("model %s %s: %s", model.model_version, status, decision.reason)
     interactions.unpersist()
     return model, decision

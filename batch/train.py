@@ -70,10 +70,12 @@ class TrainedModel:
     timings: dict[str, float] = field(default_factory=dict)
     # the gate's record: k, validation and popularity metrics (None where undefined), and its reason
     metrics: dict[str, Any] = field(default_factory=dict)
+    # published or rejected, once the models table records it ("" before)
+    status: str = ""
 
 
-class NotEnoughData(RuntimeError):
-    pass
+class NotEnoughData(ValueError):
+    """Too few interactions to train on; the message says how many and the configured minimum."""
 
 
 def new_model_version(now: datetime | None = None) -> str:
@@ -152,7 +154,10 @@ def train_on(interactions: DataFrame, data_version: int, params: AlsParams, min_
     ratings = ratings.cache()
     n_interactions = ratings.count()
     if n_interactions < min_interactions:
-        raise NotEnoughData(f"{n_interactions} interactions, retrain.min_interactions is {min_interactions}")
+        raise NotEnoughData(
+            f"not enough data to train: {n_interactions} interactions, retrain.min_interactions is "
+            f"{min_interactions}; load some (`jobrec load CSV`) or stream clicks in (`jobrec ingest`) first"
+        )
     n_users, n_jobs = users.count(), jobs.count()
     timings["read_and_index_s"] = round(time.monotonic() - started, 3)
     log.info(

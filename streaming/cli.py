@@ -18,6 +18,10 @@ from jobrec.streaming.log_setup import config_secrets, setup_logging
 
 log = logging.getLogger("jobrec")
 
+# exit codes (README, "Commands"): 0 done, 1 failed (one line on stderr says why), 2 bad config or arguments,
+# 3 nothing there (kafka status: no broker; publish: no published model yet), 4 the retrained model was rejected
+EXIT_FAILED, EXIT_NOTHING, EXIT_REJECTED = 1, 3, 4
+
 # the seed data set beside a checkout (`make demo` runs from the checkout); JOBREC_SEED_DIR or --seed-dir elsewhere
 SEED_DIR = os.environ.get("JOBREC_SEED_DIR", "../shared/data/seed")
 
@@ -48,7 +52,7 @@ def cmd_kafka(cfg: Config, args: argparse.Namespace) -> int:
     else:
         found = running_broker(cfg.embedded_kafka)
         print(f"running at {found.bootstrap} (pid {found.pid})" if found else "not running")
-        return 0 if found else 3
+        return 0 if found else EXIT_NOTHING
     return 0
 
 
@@ -59,6 +63,10 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
         run_ingest_process(cfg, _bootstrap(cfg), args.once, _stop_on_sigterm())
     except KeyboardInterrupt:
         log.info("interrupted")
+    print(
+        f"ingest {'caught up with' if args.once else 'stopped reading'} {cfg.kafka.clicks_topic} and "
+        f"{cfg.kafka.jobs_topic}; `jobrec status` counts the tables and dead letters, `jobrec retrain` trains on them"
+    )
     return 0
 
 
@@ -69,7 +77,7 @@ def cmd_speed(cfg: Config, args: argparse.Namespace) -> int:
         stats = run_speed_process(cfg, _bootstrap(cfg), _stop_on_sigterm())
     except KeyboardInterrupt:
         stats = None
-    log.info("speed layer stopped: %s", stats)
+    print(f"speed layer stopped: {stats}")
     return 0
 
 
@@ -77,6 +85,7 @@ def cmd_api(cfg: Config, args: argparse.Namespace) -> int:
     from jobrec.streaming.processes import serve_api
 
     serve_api(cfg, _bootstrap(cfg), args.host or cfg.api.host, args.port or cfg.api.port)
+    print("API stopped")
     return 0
 
 
@@ -88,7 +97,7 @@ def cmd_load(cfg: Config, args: argparse.Namespace) -> int:
         "already loaded (same file content): nothing added"
         if report.skipped_as_already_loaded
         else f"loaded {report.pairs_loaded} (user, job) pairs from {report.rows_read} rows "
-        f"({report.rows_zero} zero-count rows and {report.rows_bad} bad rows skipped)"
+        f"({report.rows_zero} zero-count rows and {report.rows_bad} bad rows skipped); `jobrec retrain` trains on them"
     )
     return 0
 
@@ -106,9 +115,16 @@ def cmd_jobs(cfg: Config, args: argparse.Namespace) -> int:
             f"inserted, {report.categories_updated} categories updated; {report.normalisation}"
         )
         return 0
+    rows = run_jobs_show(cfg)
     print(f"{'category':<24}{'open':>8}{'expired':>9}{'closed':>8}")
-    for category, n_open, n_expired, n_closed in run_jobs_show(cfg):
+    for category, n_open, n_expired, n_closed in rows:
         print(f"{category:<24}{n_open:>8}{n_expired:>9}{n_closed:>8}")
+    totals = [sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows)]
+    print(
+        f"{sum(totals):,} jobs: {totals[0]:,} open, {totals[1]:,} expired, {totals[2]:,} closed"
+        if rows
+        else "no jobs in the catalog yet: `jobrec jobs load jobs.csv` or `jobrec jobs post JOB`"
+    )
     return 0
 
 
@@ -133,16 +149,28 @@ def _send_job_event(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
     from jobrec.batch.processes import run_retrain
     from jobrec.batch.train import TrainedModel
+    from jobrec.schemas import tables as t
+
+    bootstrap = None if args.no_publish else _bootstrap(cfg)
 
     def report(model: TrainedModel) -> None:
-        print(
-            f"model {model.model_version}: {model.n_users} users x {model.n_jobs} jobs, "
-            f"{model.n_interactions} interactions, timings {model.timings}\n"
-            f"  quality gate: {model.metrics.get('gate', 'n/a')}"
-        )
+        size = f"{model.n_users:,} users x {model.n_jobs:,} jobs, {model.n_interactions:,} interactions"
+        verdict = model.metrics.get("gate", "quality gate disabled")
+        if model.status == t.STATUS_REJECTED:
+            print(
+                f"model {model.model_version} rejected by the quality gate: {verdict}. The serving model stays; "
+                "`jobrec status` shows it, `jobrec evaluate --tune` searches for better parameters."
+            )
+        elif bootstrap is None:
+            print(f"model {model.model_version} passed ({size}): {verdict}; not published (--no-publish)")
+        else:
+            print(
+                f"model {model.model_version} published ({size}): {verdict}; its lists are on "
+                f"{cfg.kafka.recommendations_topic}: `jobrec show` prints some."
+            )
 
-    run_retrain(cfg, None if args.no_publish else _bootstrap(cfg), args.loop, report)
-    return 0
+    model = run_retrain(cfg, bootstrap, args.loop, report)
+    return EXIT_REJECTED if model.status == t.STATUS_REJECTED else 0
 
 
 def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
@@ -222,8 +250,11 @@ def cmd_publish(cfg: Config, args: argparse.Namespace) -> int:
 
     version, n = run_publish(cfg, _bootstrap(cfg), args.model_version)
     if not version:
-        print("no published model yet: run `jobrec retrain` first", file=sys.stderr)
-        return 1
+        print(
+            "no published model yet: run `jobrec retrain` (`jobrec status` says why a model was rejected)",
+            file=sys.stderr,
+        )
+        return EXIT_NOTHING
     print(f"published {n} lists of model {version} to {cfg.kafka.recommendations_topic}")
     return 0
 
@@ -237,9 +268,30 @@ def cmd_show(cfg: Config, args: argparse.Namespace) -> int:
     users = args.user or sorted(lists)[: args.limit]
     print_lists(lists, users, None)
     n_users = len(lists) - (NEW_USER_KEY in lists)
+    if not lists:
+        print(
+            f"no lists on {cfg.kafka.recommendations_topic} yet: lists come from a model that passed the quality gate "
+            "(`jobrec retrain`); `jobrec status` shows the serving model, or why the last one was rejected"
+        )
+        return EXIT_NOTHING
     new_users = f", and the list for new users (key {NEW_USER_KEY})" if NEW_USER_KEY in lists else ""
-    print(f"({n_users} users have a list on {cfg.kafka.recommendations_topic}{new_users})")
+    print(f"{n_users:,} users have a list on {cfg.kafka.recommendations_topic}{new_users}")
     return 0
+
+
+def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
+    import json
+
+    from jobrec.streaming.local.embedded_kafka import KafkaNotConfigured
+    from jobrec.streaming.status import collect_status, format_status
+
+    try:
+        bootstrap: str | None = _bootstrap(cfg)
+    except KafkaNotConfigured:
+        bootstrap = None  # the status says so, with how to start one
+    status = collect_status(cfg, bootstrap, timeout_seconds=args.timeout)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0  # a report, whatever it found: scripts read "healthy" and "next_step" from --json
 
 
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
@@ -261,6 +313,11 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
         from jobrec.batch.bench.implicit import run_implicit_bench
 
         return run_implicit_bench(cfg, _seed_dir(args.seed_dir))
+    if args.what == "category-cap":
+        from jobrec.batch.bench.category_cap import run_category_cap_bench
+
+        caps = [int(c) for c in args.caps.split(",")]
+        return run_category_cap_bench(cfg, _seed_dir(args.seed_dir), caps)
     from jobrec.streaming.bench.pipeline import run_bench
 
     return run_bench(cfg, args.what, args.events, _seed_dir(args.seed_dir))
@@ -363,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=5, help="how many users when none is named")
     s.set_defaults(func=cmd_show)
 
+    st = sub.add_parser(
+        "status",
+        help="the pipeline on one screen: broker, topics and the ingest's lag, tables, models, dead letters",
+    )
+    st.add_argument("--json", action="store_true", help="the same as JSON (shape: jobrec.streaming.status)")
+    st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for Kafka (default 5)")
+    st.set_defaults(func=cmd_status)
+
     d = sub.add_parser("demo", help="the whole pipeline on the seed data with a local Kafka, then shut down")
     d.add_argument("--seed-dir", default=SEED_DIR, help="folder with job_clicks.csv and jobs.csv")
     d.add_argument("--live-events", type=int, default=2000, help="live click events to stream in")
@@ -371,10 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="measure ingest rate, retrain time, click-to-list freshness, Spark ALS against implicit, or the "
-        "HTTP ingest API's throughput and latency",
+        help="measure ingest rate, retrain time, click-to-list freshness, Spark ALS against implicit, the "
+        "HTTP ingest API's throughput and latency, or what a category cap costs in NDCG and buys in coverage",
     )
-    b.add_argument("what", choices=["ingest", "retrain", "freshness", "implicit", "api"])
+    b.add_argument("what", choices=["ingest", "retrain", "freshness", "implicit", "api", "category-cap"])
+    b.add_argument("--caps", default="0,2,3,4,5", help="category-cap: caps to measure (0 = none)")
     b.add_argument("--rate", type=int, default=1000, help="freshness: click events per second of load")
     b.add_argument("--seconds", type=float, default=30, help="freshness, api: how long the load lasts")
     b.add_argument("--json", action="store_true", help="freshness, api: one line of JSON")
@@ -405,10 +471,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(e, (KafkaNotConfigured, KafkaConnectError, BrokerError, FileNotFoundError, ValueError)):
             print(f"jobrec: {formatter.redact(str(e))}", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
         # anything else: the traceback goes through the log, so it is redacted like every other line
         log.exception("jobrec %s failed", args.command)
-        return 1
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

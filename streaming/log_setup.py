@@ -47,7 +47,11 @@ class RedactingFormatter(logging.Formatter):
 
 def setup_logging(level: str) -> RedactingFormatter:
     """Log lines to stderr at `level`; kafka-python's connection chatter only at DEBUG. Returns the formatter,
-    to be told the secrets once the config is read (`set_secrets`)."""
+    to be told the secrets once the config is read (`set_secrets`).
+
+    Spark's JVM logs on stderr too, at spark.log_level; at DEBUG it also shows the warnings Spark prints in normal
+    operation: `build_spark_session` asks the `jobrec.jvm` logger, which follows the level set here. Call this
+    before the first SparkSession: the JVM reads its logging config when it starts."""
     formatter = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     handler = logging.StreamHandler()
     handler.setFormatter(formatter)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from typing import Any
 
@@ -101,13 +102,29 @@ def run_speed(
 ) -> SpeedStats:
     """The speed layer on a given SparkSession (which it uses only to load its start state): a consumer at the
     end of the clicks and jobs topics, the users' histories, the catalog and the serving model."""
+    client = python_client_args(cfg.kafka, bootstrap)
+    # every client closes however the start goes (a failed snapshot load too): nothing lingers to warn later
+    with ExitStack() as closing:
+        return _run_speed_started(spark, cfg, client, closing, should_stop, stats, on_ready, heartbeat)
+
+
+def _run_speed_started(
+    spark: SparkSession,
+    cfg: Config,
+    client: dict[str, Any],
+    closing: ExitStack,
+    should_stop: Callable[[], bool],
+    stats: SpeedStats | None,
+    on_ready: Callable[[], None] | None,
+    heartbeat: Callable[[], None] | None,
+) -> SpeedStats:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     from jobrec.streaming.speed import Histories, ModelHolder, run_speed_layer
     from jobrec.streaming.speed_sources import load_histories, load_serving_model
 
-    client = python_client_args(cfg.kafka, bootstrap)
     consumer = KafkaConsumer(**client, enable_auto_commit=False, fetch_max_wait_ms=20)
+    closing.callback(consumer.close)
     partitions = [
         TopicPartition(topic, p)
         for topic in (cfg.kafka.clicks_topic, cfg.kafka.jobs_topic)
@@ -127,6 +144,7 @@ def run_speed(
     models = ModelHolder(
         lambda current: load_serving_model(spark, cfg.storage.tables_root, current), cfg.fold_in.model_check_seconds
     ).start()
+    closing.callback(models.stop)
     log.info(
         "speed layer ready: %d users (%d interactions), %d catalog jobs (%d not recommendable), model %s",
         len(histories.users),
@@ -136,6 +154,7 @@ def run_speed(
         models.model.model_version if models.model else "none yet",
     )
     producer = KafkaProducer(**client, acks="all", linger_ms=0)
+    closing.callback(producer.close)
     settings = SpeedSettings(
         recommendations_topic=cfg.kafka.recommendations_topic,
         top_n=cfg.publish.top_n,
@@ -145,22 +164,17 @@ def run_speed(
     )
     if on_ready:
         on_ready()
-    try:
-        return run_speed_layer(
-            consumer,
-            producer,
-            models,
-            histories,
-            settings,
-            should_stop,
-            stats=stats,
-            heartbeat=heartbeat or (lambda: None),
-            catalog=catalog,
-        )
-    finally:
-        models.stop()
-        consumer.close()
-        producer.close()
+    return run_speed_layer(
+        consumer,
+        producer,
+        models,
+        histories,
+        settings,
+        should_stop,
+        stats=stats,
+        heartbeat=heartbeat or (lambda: None),
+        catalog=catalog,
+    )
 
 
 def run_speed_process(cfg: Config, bootstrap: str, stop: threading.Event) -> SpeedStats:

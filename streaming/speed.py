@@ -52,6 +52,8 @@ class ServingModel:
     alpha: float
     reg_param: float
     popular: list[int]  # job indices, most interacted-with first
+    # per job index: its users as a share of the most popular job's, the score of fallback lists (None: 0)
+    popularity: np.ndarray | None = None
     # the confidence input of the trained model (jobrec.batch.core.confidence), so fold-in solves the same problem
     confidence: str = "linear"
     epsilon: float = 1.0
@@ -163,9 +165,13 @@ def recommend_for_users(
                 strength_list.append(strength)
         if not idx_list:
             best = fallback_order(model, history, allowed, n, max_per_category, catalog)
+            shares = model.popularity if model.popularity is not None else np.zeros(len(model.job_ids))
             out[k] = (
                 t.SOURCE_FALLBACK,
-                [{t.JOB_ID: model.job_ids[i], t.SCORE: 0.0, t.RANK: r + 1} for r, i in enumerate(best.tolist())],
+                [
+                    {t.JOB_ID: model.job_ids[i], t.SCORE: round(float(shares[i]), 6), t.RANK: r + 1}
+                    for r, i in enumerate(best.tolist())
+                ],
             )
             continue
         idx = np.array(idx_list, dtype=np.int64)

@@ -38,6 +38,12 @@ def load_serving_model(spark: SparkSession, tables_root: str, current: str | Non
     interactions = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.INTERACTIONS))
     by_users = interactions.groupBy(t.JOB_ID).count().orderBy(F.col("count").desc(), F.col(t.JOB_ID)).collect()
     popular = [position[r[t.JOB_ID]] for r in by_users if r[t.JOB_ID] in position][:1000]
+    popularity = np.zeros(len(job_ids))
+    for r in by_users:
+        if r[t.JOB_ID] in position:
+            popularity[position[r[t.JOB_ID]]] = r["count"]
+    if popularity.max(initial=0.0) > 0:
+        popularity /= popularity.max()
     return ServingModel(
         version,
         job_ids,
@@ -45,6 +51,7 @@ def load_serving_model(spark: SparkSession, tables_root: str, current: str | Non
         float(params["alpha"]),
         float(params["reg_param"]),
         popular,
+        popularity=popularity,
         confidence=params.get("confidence", "linear"),
         epsilon=float(params.get("epsilon", 1.0)),
         half_life_days=float(params.get("half_life_days", 0.0)),

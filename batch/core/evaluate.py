@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from jobrec.batch.core import metrics
+from jobrec.batch.core.top_n import capped_top
 
 
 def _summarise(
@@ -51,9 +52,12 @@ def evaluate_rankings(
     held: Mapping[str, Mapping[str, float]],
     k: int,
     users: Sequence[str],
+    categories: np.ndarray | None = None,
+    max_per_category: int = 0,
 ) -> dict[str, float]:
     """score_fn(user) -> scores over job_ids; seen (train) jobs are never ranked; held-out jobs unknown to the
-    catalog still count as relevant (and are missed)."""
+    catalog still count as relevant (and are missed). With `categories` (an int code per job) and
+    `max_per_category` > 0, each list is the best one under that cap, as the published lists are."""
     position = {j: i for i, j in enumerate(job_ids)}
     ranked, relevant, rows, seen_sets, held_strength = [], [], [], [], []
     for user in users:
@@ -61,7 +65,12 @@ def evaluate_rankings(
         seen = {position[j] for j in train.get(user, ()) if j in position}
         # a held-out job the model never saw is still relevant: a distinct negative index that no ranking has
         rel = {position.get(j, -1 - n) for n, j in enumerate(held[user])}
-        order = [i for i in np.argsort(-scores, kind="stable") if i not in seen][:k]
+        if categories is not None and max_per_category > 0:
+            row = scores.copy()
+            row[list(seen)] = -np.inf
+            order = capped_top(row, k, categories, max_per_category).tolist()
+        else:
+            order = [i for i in np.argsort(-scores, kind="stable") if i not in seen][:k]
         ranked.append(order)
         relevant.append(rel)
         rows.append(scores)
@@ -77,9 +86,13 @@ def evaluate_model(
     train: Mapping[str, set[str]],
     held: Mapping[str, Mapping[str, float]],
     k: int,
+    categories: np.ndarray | None = None,
+    max_per_category: int = 0,
 ) -> dict[str, float]:
     users = [u for u in sorted(held) if u in user_vectors]
-    return evaluate_rankings(lambda u: job_matrix @ user_vectors[u], job_ids, train, held, k, users)
+    return evaluate_rankings(
+        lambda u: job_matrix @ user_vectors[u], job_ids, train, held, k, users, categories, max_per_category
+    )
 
 
 def popularity_scores(train: Mapping[str, set[str]], job_ids: Sequence[str]) -> np.ndarray:

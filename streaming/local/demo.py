@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import random
+import subprocess
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -82,6 +83,8 @@ def run_demo(cfg: Config, seed_dir: Path, live_events: int, keep_kafka: bool) ->
         f"{cfg.kafka.jobs_topic}"
     )
     try:
+        # returns with every Kafka client it opened closed, Spark's JVM ones too: none is left to warn about
+        # the broker going away
         _run_pipeline(cfg, bootstrap, seed_dir, live_events)
     finally:
         if we_started and not keep_kafka:
@@ -147,11 +150,13 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
         records += records[:25]
         records += [(None, b"{not json"), (b"1", b'{"event_id":"x","user_id":"1"}'), (b"1", b"\xff\xfe")]
         producer = KafkaProducer(**python_client_args(cfg.kafka, bootstrap), acks="all", linger_ms=5)
-        chunk = max(1, len(records) // 4)
-        for i in range(0, len(records), chunk):
-            send_raw(producer, cfg.kafka.clicks_topic, records[i : i + chunk])
-            print(f"   sent {min(i + chunk, len(records))}/{len(records)} records (acknowledged by the broker)")
-        producer.close()
+        try:
+            chunk = max(1, len(records) // 4)
+            for i in range(0, len(records), chunk):
+                send_raw(producer, cfg.kafka.clicks_topic, records[i : i + chunk])
+                print(f"   sent {min(i + chunk, len(records))}/{len(records)} records (acknowledged by the broker)")
+        finally:
+            producer.close()
         query.processAllAvailable()
         query.stop()
         events_df = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.EVENTS))
@@ -177,7 +182,34 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
         print("== 7/7 near-real-time: a new click refreshes that user's list (fold-in, no retrain); a job closes")
         _show_fold_in(spark, cfg, bootstrap, lists, categories)
     finally:
-        spark.stop()
+        stop_spark_jvm(spark)
+
+
+def stop_spark_jvm(spark) -> None:
+    """Stop the session and then the driver JVM this process started, waiting until it has exited.
+
+    Spark's Kafka sink keeps its producers in a JVM-wide pool for minutes after `spark.stop()` (the publish step
+    used them); the JVM closes them only when it exits. Left to the end of the process, they outlive the broker and
+    warn that it cannot be reached. The JVM exits when its standard input closes, as it does when Python exits;
+    a later session in this process would start a new one.
+    """
+    from pyspark import SparkContext
+
+    spark.stop()
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None)  # the Popen of the JVM that pyspark launched, if it launched one
+    if gateway is None or proc is None or proc.stdin is None:
+        return
+    gateway.shutdown()
+    proc.stdin.close()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        log.warning("Spark's JVM (pid %d) did not exit within 60 s of its session's end; killing it", proc.pid)
+        proc.kill()
+        proc.wait()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
 
 
 def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], categories: dict[str, str]) -> None:
@@ -193,18 +225,22 @@ def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], ca
 
     stats = SpeedStats()
     stop, ready = threading.Event(), threading.Event()
-    worker = threading.Thread(
-        target=run_speed,
-        args=(spark, cfg, bootstrap, stop.is_set),
-        kwargs={"on_ready": ready.set, "stats": stats},
-        daemon=True,
-    )
+
+    def speed_layer() -> None:
+        try:
+            run_speed(spark, cfg, bootstrap, stop.is_set, on_ready=ready.set, stats=stats)
+        except Exception:
+            log.exception("the speed layer failed")
+
+    worker = threading.Thread(target=speed_layer, name="speed-layer", daemon=True)
     worker.start()
     producer = KafkaProducer(**python_client_args(cfg.kafka, bootstrap), acks="all")
     try:
-        if not ready.wait(120):
-            print("   the speed layer did not start")
-            return
+        deadline = time.monotonic() + 120
+        while not ready.wait(0.2):
+            if not worker.is_alive() or time.monotonic() > deadline:
+                print("   the speed layer did not start")
+                return
         user = DEMO_USERS[0]
 
         def click_and_wait(job: str, event_type: str) -> dict | None:
@@ -240,6 +276,9 @@ def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], ca
             still = closed in [i["job_id"] for i in after["items"]]
             print(f"   job {closed} in the new list: {'YES (unexpected)' if still else 'no'}")
     finally:
+        # the speed layer closes its consumer and producer as it returns
         stop.set()
         worker.join(30)
+        if worker.is_alive():
+            log.warning("the speed layer did not stop within 30 s; its Kafka clients may outlive the broker")
         producer.close()

@@ -30,6 +30,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             first = 1 if u <= 40 else 21
             for j in rng.sample(range(first, first + 20), 8):
                 w.writerow([u, j, rng.randint(1, 4)])
+    with (folder / "jobs.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["jobID", "job_category"])
+        w.writerows((j, "IT" if j % 2 else "Finance") for j in range(1, 41))
     config = folder / "config.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -100,3 +104,19 @@ def test_bench_api_accepts_and_delivers(tiny: tuple[Path, Path]) -> None:
     figures = _bench(config, "api", "--seconds", "1", "--concurrency", "2", "--batch-size", "5", "--json")
     assert figures["delivery_check"]["missing"] == 0 and figures["delivery_check"]["accepted_checked"] > 0
     assert all(run["events_per_s"] > 0 for run in figures["runs"])
+
+
+def test_bench_category_cap_measures_every_cap(tiny: tuple[Path, Path]) -> None:
+    seed, config = tiny
+    done = subprocess.run(
+        [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(config), "--log-level", "WARNING", "bench"]
+        + ["category-cap", "--caps", "0,2", "--seed-dir", str(seed)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["max_per_category"] for r in rows] == [0, 2] and all(r["users"] > 0 for r in rows)
+    # two categories and a cap of 2: no list of 10 can have more than 2 of one (so it is short), shares <= 1
+    assert all(0 < r["largest_category_share"] <= 1 for r in rows)

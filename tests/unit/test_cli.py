@@ -19,6 +19,7 @@ COMMANDS = [
     "retrain",
     "publish",
     "show",
+    "status",
     "demo",
     "bench",
     "jobs",

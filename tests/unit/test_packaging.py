@@ -21,6 +21,7 @@ def test_the_wheel_holds_only_the_jobrec_namespace_with_its_default_config(built
     shipped = zipfile.ZipFile(built_wheel).read("jobrec/schemas/config.default.yaml")
     assert shipped == (REPO / "deploy" / "config" / "default.yaml").read_bytes()
     assert "jobrec/streaming/cli.py" in names and "jobrec/batch/core/fold_in.py" in names
+    assert "jobrec/batch/log4j2.properties" in names  # the JVM's quiet logging travels with the code
 
 
 def test_help_and_config_work_from_a_folder_outside_the_checkout(

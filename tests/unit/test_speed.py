@@ -186,3 +186,20 @@ def test_a_job_record_that_makes_the_layer_raise_is_skipped() -> None:
         [(job("a", "boom"), RECEIVED_MS), (job("b", "j1"), RECEIVED_MS)], catalog, EventLimits(), stats
     )
     assert changed == 1 and stats.internal_errors == 1 and stats.job_events == 1
+
+
+def test_fallback_scores_are_popularity_shares() -> None:
+    # 4, 2 and 1 users: shares of the most popular job's users are 1, 0.5 and 0.25, the scale of every fallback list
+    from jobrec.batch.publish import popular_items
+
+    items = popular_items({"a": 4, "b": 2, "c": 1}, ["a", "b", "c", "d"], None, 3, 0)
+    assert [(i["job_id"], i["score"]) for i in items] == [("a", 1.0), ("b", 0.5), ("c", 0.25)]
+    assert all(type(i["score"]) is float for i in items)  # plain floats: Spark refuses numpy scalars in a row
+
+    m = model()
+    m.popularity = np.linspace(1.0, 0.0, 30, endpoint=False)  # j0 most popular, as model().popular says
+    histories = Histories(WEIGHTS)
+    histories.load([("new", "brand-new-job", 1.0, None)])
+    source, listed = recommend_for_user(m, histories.users["new"], 3)
+    assert source == "fallback"
+    assert [(i["job_id"], i["score"]) for i in listed] == [(f"j{k}", round(1.0 - k / 30, 6)) for k in range(3)]
