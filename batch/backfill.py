@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes, latest_version
-from jobrec.batch.interactions_table import merge_interactions, strength_expr
+from jobrec.batch.interactions_table import merge_interactions
 from jobrec.schemas import tables as t
 from jobrec.schemas.click_event import EVENT_TYPES
 
@@ -52,7 +52,8 @@ def file_checksum(path: str) -> str:
 
 
 def read_counts_csv(spark: SparkSession, path: str, layout: CsvLayout) -> DataFrame:
-    """CSV -> (user_id, job_id, count): ids as strings, count as a long (null where it is not a number)."""
+    """CSV -> (user_id, job_id, count): ids as strings, count as a double (null where it is not a finite number):
+    counts come as people have them, `3`, `3.0` or `0.5` (hours played, say)."""
     raw = spark.read.option("header", True).option("sep", layout.sep).option("inferSchema", False).csv(path)
     missing = [c for c in (layout.user_col, layout.job_col, layout.count_col) if c not in raw.columns]
     if missing:
@@ -60,20 +61,25 @@ def read_counts_csv(spark: SparkSession, path: str, layout: CsvLayout) -> DataFr
     return raw.select(
         F.trim(F.col(layout.user_col)).alias(t.USER_ID),
         F.trim(F.col(layout.job_col)).alias(t.JOB_ID),
-        F.expr(f"try_cast(`{layout.count_col}` AS BIGINT)").alias(COUNT),
-    )
+        F.expr(f"try_cast(trim(`{layout.count_col}`) AS DOUBLE)").alias(COUNT),
+    ).withColumn(COUNT, F.when(F.isnan(COUNT) | (F.abs(COUNT) == float("inf")), None).otherwise(F.col(COUNT)))
 
 
 def counts_to_interactions(counts: DataFrame, event_type: str, weights: Mapping[str, float]) -> DataFrame:
-    """(user_id, job_id, count>0) -> interactions rows counting `event_type`; repeated pairs add up."""
+    """(user_id, job_id, count>0) -> interactions rows counting `event_type`; repeated pairs add up.
+
+    The strength (ALS's r) is the count times the event type's weight, fractions kept; the event-count column
+    holds the count rounded, and at least 1 for any positive count (a pair with some signal was acted on)."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"event type {event_type!r}: expected one of {', '.join(EVENT_TYPES)}")
     summed = counts.groupBy(t.USER_ID, t.JOB_ID).agg(F.sum(COUNT).alias(COUNT))
-    cols = [(F.col(COUNT) if e == event_type else F.lit(0)).cast("long").alias(t.count_column(e)) for e in EVENT_TYPES]
-    with_counts = summed.select(t.USER_ID, t.JOB_ID, *cols)
-    return with_counts.select(
-        "*",
-        strength_expr(weights).alias(t.STRENGTH),
+    events = F.greatest(F.round(F.col(COUNT)), F.lit(1.0))
+    cols = [(events if e == event_type else F.lit(0)).cast("long").alias(t.count_column(e)) for e in EVENT_TYPES]
+    return summed.select(
+        t.USER_ID,
+        t.JOB_ID,
+        *cols,
+        (F.col(COUNT).cast("double") * F.lit(float(weights[event_type]))).alias(t.STRENGTH),
         F.lit(None).cast("timestamp").alias(t.FIRST_AT),
         F.lit(None).cast("timestamp").alias(t.LAST_AT),
     )

@@ -41,14 +41,35 @@ TABLE_COLUMNS = (
 )
 
 
+class NoUsableRows(ValueError):
+    """A file without one row that has both ids and a positive count; the message names the column at fault."""
+
+
+def _no_usable_rows(spark: SparkSession, path: str, layout: CsvLayout) -> str:
+    """Why nothing in the file is usable, with an example value of the column at fault."""
+    raw = spark.read.option("header", True).option("sep", layout.sep).csv(path)
+    if raw.isEmpty():
+        return f"{path}: no data rows"
+    for column in (layout.user_col, layout.job_col):
+        if raw.where(F.col(column).isNotNull()).isEmpty():
+            return f"{path}: column {column!r} is empty in every row"
+    example = raw.select(layout.count_col).first()
+    value = example[0] if example else None
+    return (
+        f"{path}: no row has a positive number in column {layout.count_col!r} (for example {value!r}); "
+        "pass --count-col to name another column, or --sep if the columns are split differently"
+    )
+
+
 def read_interactions_file(
     spark: SparkSession, path: str, layout: CsvLayout, weights: Mapping[str, float], binary: bool = False
 ) -> DataFrame:
     """The file's rows with count > 0 as interactions; `binary` counts each pair once, whatever its count (for
     data whose counts are noise, like the seed's random click counts)."""
-    counts = read_counts_csv(spark, path, layout).where(
-        F.col(t.USER_ID).isNotNull() & F.col(t.JOB_ID).isNotNull() & (F.col(COUNT) > 0)
-    )
+    raw = read_counts_csv(spark, path, layout)
+    counts = raw.where(F.col(t.USER_ID).isNotNull() & F.col(t.JOB_ID).isNotNull() & (F.col(COUNT) > 0))
+    if counts.isEmpty():
+        raise NoUsableRows(_no_usable_rows(spark, path, layout))
     if binary:
         counts = counts.withColumn(COUNT, F.lit(1).cast("long")).dropDuplicates([t.USER_ID, t.JOB_ID])
     return counts_to_interactions(counts, "click", weights).cache()

@@ -79,3 +79,34 @@ def test_offline_writes_top_k_unseen_for_every_user(tmp_path, installed_elsewher
         own_group += sum(j.startswith(user.split(" ")[1][0]) for j in jobs)
     # the taste is learnt: most recommendations come from the user's own group (chance would be about half)
     assert own_group / (5 * len(by_user)) > 0.8
+
+
+def test_decimal_counts_are_kept_as_strength(spark, tmp_path) -> None:
+    from jobrec.batch.backfill import CsvLayout
+    from jobrec.batch.offline import read_interactions_file
+    from jobrec.schemas import tables as t
+
+    # hours played, as people have them: fractions, a trailing .0, a repeated pair, a zero and a word
+    rows = [("a", "x", "0.5"), ("a", "y", "3.0"), ("b", "x", "2.25"), ("b", "x", "1"), ("c", "z", "0"), ("c", "y", "?")]
+    path = tmp_path / "hours.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("user", "item", "hours"), *rows])
+    weights = {"view": 1.0, "click": 2.0, "save": 3.0, "apply": 5.0}
+    got = read_interactions_file(spark, str(path), CsvLayout(",", "user", "item", "hours"), weights)
+    strengths = {(r[t.USER_ID], r[t.JOB_ID]): r[t.STRENGTH] for r in got.collect()}
+    # r = hours x the click weight (2.0), a repeated pair adding up; zero and non-numbers are no interaction
+    assert strengths == {("a", "x"): 1.0, ("a", "y"): 6.0, ("b", "x"): 6.5}
+    clicks = {(r[t.USER_ID], r[t.JOB_ID]): r[t.count_column("click")] for r in got.collect()}
+    assert clicks == {("a", "x"): 1, ("a", "y"): 3, ("b", "x"): 3}  # at least one event for any positive count
+
+
+def test_a_file_without_a_usable_count_names_the_column(spark, tmp_path) -> None:
+    import pytest
+
+    from jobrec.batch.backfill import CsvLayout
+    from jobrec.batch.offline import NoUsableRows, read_interactions_file
+
+    path = tmp_path / "words.csv"
+    path.write_text("userId,jobId,Clicks\nu1,j1,many\nu2,j2,few\n")
+    with pytest.raises(NoUsableRows, match=r"no row has a positive number in column 'Clicks' \(for example 'many'\)"):
+        read_interactions_file(spark, str(path), CsvLayout(), {"view": 1.0, "click": 1.0, "save": 1.0, "apply": 1.0})
