@@ -3,19 +3,23 @@ SparkSession with Delta, and a fresh config (own topics, own table folders) per 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 import yaml
 
 from jobrec.batch.connections import build_spark_session, ensure_topics, python_client_args
 from jobrec.schemas.config import Config, EmbeddedKafkaConfig, load_config
-from jobrec.streaming.local.embedded_kafka import BrokerState, start_broker, stop_broker
+from jobrec.streaming.local.embedded_kafka import BrokerState, free_port, start_broker, stop_broker
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_DIR = REPO.parent / "shared" / "data" / "seed"
@@ -90,3 +94,21 @@ def make_producer(cfg: Config):
     from kafka import KafkaProducer
 
     return KafkaProducer(**python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), acks="all", linger_ms=5)
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The app served by uvicorn in a thread on 127.0.0.1 and a free port; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -12,39 +12,20 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import uvicorn
 
 from jobrec.batch.connections import ensure_topics, python_client_args
 from jobrec.schemas.config import load_config
-from jobrec.streaming.local.embedded_kafka import free_port, start_broker, stop_broker
+from jobrec.streaming.local.embedded_kafka import start_broker, stop_broker
 from jobrec.streaming.processes import build_api
 from jobrec.streaming.producer import make_click_event, make_job_event
-from tests.integration.conftest import broker_config, make_producer, write_config
+from tests.integration.conftest import broker_config, make_producer, serving, write_config
 
 TOKEN = "test-token"
 READ_TIMEOUT = 1.5  # api.read_timeout_seconds of these tests
-
-
-@contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """The app served by uvicorn in a thread on 127.0.0.1 and a free port; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import uvicorn
 from pyspark.sql import functions as F
 
 from jobrec.batch.backfill import CsvLayout, load_counts_csv
@@ -30,10 +29,9 @@ from jobrec.schemas import tables as t
 from jobrec.schemas.config import load_config
 from jobrec.streaming.ingest import start_ingest
 from jobrec.streaming.job_events import start_job_events
-from jobrec.streaming.local.embedded_kafka import free_port
 from jobrec.streaming.processes import build_api, ingest_settings, run_speed
 from jobrec.streaming.speed import SpeedStats
-from tests.integration.conftest import make_producer, unique_name, write_config
+from tests.integration.conftest import make_producer, serving, unique_name, write_config
 
 NOW = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -106,16 +104,8 @@ def stack(spark, broker, tmp_path: Path, request: pytest.FixtureRequest):
     assert ready.wait(180), "the speed layer did not start"
 
     app, stop_api = build_api(cfg, broker.bootstrap)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = threading.Thread(target=server.run, daemon=True)
-    serving.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    yield cfg, f"http://127.0.0.1:{port}", speed, stats
-    server.should_exit = True
-    serving.join(10)
+    with serving(app) as base:
+        yield cfg, base, speed, stats
     stop_api()
     stop.set()
     speed.join(60)
