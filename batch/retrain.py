@@ -7,13 +7,20 @@
 3. `gate.decide` against popularity and the serving model's recorded validation NDCG@k.
 4. If it passes: refit on the whole snapshot (with gate.refit) and record the model as published; else record
    it as rejected with the reason, and the serving model stays.
+
+Two engines train (als.engine): the Spark engine runs the steps above with Spark MLlib's ALS on the cluster; the
+implicit engine (`jobrec.batch.single_node`) runs them on the driver, and first searches the parameters
+(`jobrec.batch.search`) when a search is due: on the first retrain, every retrain.tune_every retrains, and
+whenever the gate rejects. Between searches a retrain reuses the parameters recorded with the serving model.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -21,9 +28,11 @@ from pyspark.sql import functions as F
 
 from jobrec.batch.core.evaluate import evaluate_model, evaluate_rankings
 from jobrec.batch.core.gate import GateDecision, decide
+from jobrec.batch.core.params import AlsParams
 from jobrec.batch.core.split import random_holdout
+from jobrec.batch.delta_tables import ensure_delta_table
+from jobrec.batch.single_node import Tuning, gated_retrain_single_node
 from jobrec.batch.train import (
-    AlsParams,
     TrainedModel,
     read_interactions_snapshot,
     serving_model_metrics,
@@ -31,7 +40,7 @@ from jobrec.batch.train import (
     write_model,
 )
 from jobrec.schemas import tables as t
-from jobrec.schemas.config import GateConfig
+from jobrec.schemas.config import GateConfig, RetrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +95,69 @@ def validate_candidate(
     return candidate, model_metrics, pop_metrics
 
 
+def resolve_engine(spark: SparkSession, tables_root: str, engine: str, single_node_max_pairs: int) -> str:
+    """`auto`: implicit while the interactions table holds at most single_node_max_pairs pairs (its Delta row
+    count: a metadata read), spark beyond."""
+    if engine != "auto":
+        return engine
+    interactions, _ = read_interactions_snapshot(spark, tables_root)
+    n = interactions.count()
+    chosen = "implicit" if n <= single_node_max_pairs else "spark"
+    log.info("als.engine auto: %d pairs, single_node_max_pairs %d: the %s engine", n, single_node_max_pairs, chosen)
+    return chosen
+
+
+def plan_tuning(
+    spark: SparkSession, tables_root: str, base: AlsParams, retrain: RetrainConfig
+) -> tuple[Tuning, AlsParams]:
+    """Whether this retrain searches first (and why), and the params it starts from: those recorded with the
+    newest published model whose params came from a search, else the configured ones."""
+    path = ensure_delta_table(spark, tables_root, t.MODELS)
+    rows = (
+        spark.read.format("delta")
+        .load(path)
+        .orderBy(F.col(t.CREATED_AT).desc())
+        .select(t.MODEL_VERSION, t.STATUS, t.PARAMS, t.METRICS)
+        .collect()
+    )
+    metrics = [json.loads(r[t.METRICS]) if r[t.METRICS] else {} for r in rows]
+    since_search = next((n for n, m in enumerate(metrics) if m.get("search")), None)
+    if not rows:
+        due, reason = True, "the first retrain searches for its parameters"
+    elif rows[0][t.STATUS] == t.STATUS_REJECTED:
+        due, reason = True, f"the last retrain's model {rows[0][t.MODEL_VERSION]} was rejected"
+    elif since_search is None:
+        due, reason = True, "no retrain has searched for its parameters yet"
+    elif retrain.tune_every > 0 and since_search >= retrain.tune_every:
+        due, reason = True, f"{since_search} retrains since the last search (retrain.tune_every {retrain.tune_every})"
+    else:
+        due, reason = False, "configured params"
+    params = base
+    for r, m in zip(rows, metrics, strict=True):
+        if r[t.STATUS] == t.STATUS_PUBLISHED and m.get("engine") == "implicit" and m.get("params_source"):
+            if m["params_source"] != "configured params":
+                recorded = AlsParams.from_record(json.loads(r[t.PARAMS]))
+                params = replace(recorded, reference_time=0.0)
+                if not due:
+                    reason = f"params of model {r[t.MODEL_VERSION]}"
+            break
+    tuning = Tuning(due, reason, retrain.tune_budget_seconds, retrain.tune_max_trials)
+    return tuning, params
+
+
 def gated_retrain(
-    spark: SparkSession, tables_root: str, params: AlsParams, gate: GateSettings, min_interactions: int
+    spark: SparkSession,
+    tables_root: str,
+    params: AlsParams,
+    gate: GateSettings,
+    min_interactions: int,
+    *,
+    engine: str = "spark",
+    retrain: RetrainConfig | None = None,
 ) -> tuple[TrainedModel, GateDecision]:
+    """One retrain behind the gate, recorded in the models table (factors written only if published)."""
+    if engine == "implicit":
+        return _gated_retrain_single_node(spark, tables_root, params, gate, min_interactions, retrain)
     interactions, data_version = read_interactions_snapshot(spark, tables_root)
     interactions = interactions.cache()
     if not gate.enabled:
@@ -106,11 +175,43 @@ def gated_retrain(
             else candidate
         )
         model.timings["validate_s"] = validate_s
-        model.metrics = {"k": gate.k, "validation": _clean(val), "popularity": _clean(pop), "gate": decision.reason}
+        model.metrics = {
+            "k": gate.k,
+            "validation": _clean(val),
+            "popularity": _clean(pop),
+            "gate": decision.reason,
+            "engine": "spark",
+        }
         log.info("validation@%d: model %s; popularity %s", gate.k, _clean(val), _clean(pop))
     status = t.STATUS_PUBLISHED if decision.publish else t.STATUS_REJECTED
     write_model(spark, tables_root, model, status, write_factors=decision.publish)
     model.status = status
     (log.info if decision.publish else log.warning)("model %s %s: %s", model.model_version, status, decision.reason)
     interactions.unpersist()
+    return model, decision
+
+
+def _gated_retrain_single_node(
+    spark: SparkSession,
+    tables_root: str,
+    base: AlsParams,
+    gate: GateSettings,
+    min_interactions: int,
+    retrain: RetrainConfig | None,
+) -> tuple[TrainedModel, GateDecision]:
+    if retrain is None:
+        tuning, params = Tuning(False, "configured params", 0.0, 0, on_rejection=False), base
+    else:
+        tuning, params = plan_tuning(spark, tables_root, base, retrain)
+
+    def serving_ndcg() -> float | None:
+        return (serving_model_metrics(spark, tables_root).get("validation") or {}).get("ndcg")
+
+    model, decision, _ = gated_retrain_single_node(
+        spark, tables_root, params, gate, tuning, min_interactions, serving_ndcg
+    )
+    status = t.STATUS_PUBLISHED if decision.publish else t.STATUS_REJECTED
+    write_model(spark, tables_root, model, status, write_factors=decision.publish)
+    model.status = status
+    (log.info if decision.publish else log.warning)("model %s %s: %s", model.model_version, status, decision.reason)
     return model, decision

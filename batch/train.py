@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +20,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StructField, StructType
 
+from jobrec.batch.core.params import AlsParams
 from jobrec.batch.delta_tables import ensure_delta_table, latest_version
 from jobrec.schemas import tables as t
 
@@ -33,26 +34,12 @@ RATING = "rating"
 def rating_column(strength: Column, age_days: Column, form: str, epsilon: float, half_life_days: float) -> Column:
     """The Spark twin of `jobrec.batch.core.confidence.rating_values`: the r of c = 1 + alpha * r."""
     s = strength.cast("double")
+    if form == "binary":
+        return F.when(s > 0, F.lit(1.0)).otherwise(F.lit(0.0))
     if half_life_days > 0:
         age = F.greatest(F.coalesce(age_days, F.lit(0.0)), F.lit(0.0))
         s = s * F.pow(F.lit(0.5), age / F.lit(float(half_life_days)))
     return F.log1p(s / F.lit(float(epsilon))) if form == "log" else s
-
-
-@dataclass(frozen=True)
-class AlsParams:
-    rank: int
-    max_iter: int
-    reg_param: float
-    alpha: float
-    seed: int
-    checkpoint_interval: int = 5
-    # the confidence input: "linear" r = s or "log" r = log(1 + s / epsilon), after a decay of half-life days
-    confidence: str = "linear"
-    epsilon: float = 1.0
-    half_life_days: float = 0.0
-    # the time ages are measured from (epoch seconds); set at training, kept with the model for fold-in
-    reference_time: float = 0.0
 
 
 @dataclass
@@ -148,6 +135,7 @@ def train_on(interactions: DataFrame, data_version: int, params: AlsParams, min_
     """Train on the given interactions rows (the snapshot, or a training split of it)."""
     timings: dict[str, float] = {}
     started = time.monotonic()
+    params = replace(params, engine="spark", reg_scaling="count")
     if params.half_life_days > 0 and not params.reference_time:
         params = replace(params, reference_time=round(time.time(), 3))
     ratings, users, jobs = index_interactions(interactions, params)
@@ -208,7 +196,7 @@ def write_model(
             model.model_version,
             datetime.now(timezone.utc),
             status,
-            json.dumps(asdict(model.params)),
+            json.dumps(model.params.to_record()),
             model.data_version,
             model.n_users,
             model.n_jobs,

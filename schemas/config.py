@@ -213,13 +213,15 @@ class IngestConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class AlsConfig:
+    engine: Literal["auto", "implicit", "spark"]
+    single_node_max_pairs: Annotated[int, Field(ge=1)]
     rank: Annotated[int, Field(ge=1)]
     max_iter: Annotated[int, Field(ge=1)]
     reg_param: Annotated[float, Field(ge=0)]
     alpha: Annotated[float, Field(ge=0)]
     seed: int
     checkpoint_interval: Annotated[int, AfterValidator(_checkpoint_interval)]
-    confidence: Literal["linear", "log"]
+    confidence: Literal["linear", "log", "binary"]
     epsilon: Annotated[float, Field(gt=0)]
     half_life_days: Annotated[float, Field(ge=0, description="0 = no decay")]
 
@@ -228,6 +230,9 @@ class AlsConfig:
 class RetrainConfig:
     interval_seconds: Annotated[float, Field(gt=0)]
     min_interactions: Annotated[int, Field(ge=1)]
+    tune_every: Annotated[int, Field(ge=0, description="0 = only when the gate rejects")]
+    tune_budget_seconds: Annotated[float, Field(gt=0)]
+    tune_max_trials: Annotated[int, Field(ge=1)]
 
 
 @dataclass(frozen=True, config=_STRICT)
