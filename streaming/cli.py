@@ -177,9 +177,32 @@ def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
     from jobrec.batch.processes import run_offline_process
 
     result = run_offline_process(
-        cfg, args.interactions, args.out, args.k, _layout(args), args.tune, _grid(args), args.binary
+        cfg,
+        args.interactions,
+        args.out,
+        args.k,
+        _layout(args),
+        args.tune,
+        _grid(args),
+        args.binary,
+        budget_seconds=args.budget,
+        max_trials=args.max_trials,
     )
-    print(f"top {args.k} of {result['users']} users written to {args.out} (parameters {result['params']})")
+    if result.get("table_markdown"):
+        print(result["table_markdown"])
+    p = result["params"]
+    chosen = (
+        f"{p['confidence']} alpha={p['alpha']:.4g} lambda={p['reg_param']:.4g} rank={p['rank']} "
+        f"iterations={p['max_iter']}"
+    )
+    against = ""
+    if "validation_ndcg" in result:
+        better = "beats" if result["beats_popularity"] else "does NOT beat"
+        against = (
+            f"; validation NDCG@{args.k} {result['validation_ndcg']:.4f} {better} popularity's "
+            f"{result['popularity_ndcg']:.4f}"
+        )
+    print(f"top {args.k} of {result['users']:,} users written to {args.out} ({chosen}{against})")
     return 0
 
 
@@ -214,7 +237,18 @@ def _grid(args: argparse.Namespace):
     )
 
 
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="time the search may take (default retrain.tune_budget_seconds of the config, 40)",
+    )
+    p.add_argument("--max-trials", type=int, help="most trials of the search (default retrain.tune_max_trials, 200)")
+
+
 def _add_grid_options(p: argparse.ArgumentParser) -> None:
+    """The grid of --tune with als.engine spark (each point a Spark fit); the other engines search instead."""
     from jobrec.batch.tune import Grid
 
     g = Grid()
@@ -395,7 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--interactions", required=True, help="CSV of (user, job, count) rows with a header")
     o.add_argument("--out", required=True, help="where to write user_id,job_id,rank,score")
     o.add_argument("--k", type=int, default=10, help="jobs per user (default 10)")
-    o.add_argument("--tune", action="store_true", help="choose rank, iterations, lambda, alpha on a validation split")
+    o.add_argument(
+        "--tune",
+        action="store_true",
+        help="search the confidence form, alpha, lambda, rank and iterations on a validation split first",
+    )
+    _add_search_options(o)
     _add_layout_options(o)
     _add_grid_options(o)
     o.set_defaults(func=cmd_offline)

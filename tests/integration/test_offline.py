@@ -10,10 +10,13 @@ import subprocess
 import sys
 from collections import defaultdict
 
+import pytest
+
 from tests.integration.conftest import write_config
 
 
-def test_offline_writes_top_k_unseen_for_every_user(tmp_path, installed_elsewhere) -> None:
+@pytest.mark.parametrize("engine", ["implicit", "spark"])
+def test_offline_writes_top_k_unseen_for_every_user(tmp_path, installed_elsewhere, engine: str) -> None:
     rng = random.Random(5)
     # two taste groups with string ids: group a clicks jobs a-*, group b clicks jobs b-*
     seen = defaultdict(set)
@@ -27,7 +30,11 @@ def test_offline_writes_top_k_unseen_for_every_user(tmp_path, installed_elsewher
                 seen[f"user {group}{u}"].add(f"{group}-job-{j}")
         w.writerow(["user a0", "b-job-1", 0])  # a zero count is no interaction
     config = write_config(
-        tmp_path / "cfg", "unused:9092", "offline", als={"rank": 8, "max_iter": 8}, spark={"checkpoint_dir": "ckpt"}
+        tmp_path / "cfg",
+        "unused:9092",
+        "offline",
+        als={"rank": 8, "max_iter": 8, "engine": engine, "reg_param": 0.2 if engine == "spark" else 1.0},
+        spark={"checkpoint_dir": "ckpt"},
     )
     out = tmp_path / "out" / "recs.csv"
     elsewhere, data_dir = tmp_path / "elsewhere", tmp_path / "data"
@@ -64,8 +71,13 @@ def test_offline_writes_top_k_unseen_for_every_user(tmp_path, installed_elsewher
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    # the relative spark.checkpoint_dir went under --data-dir, not under the working folder
-    assert (data_dir / "ckpt").is_dir() and not (elsewhere / "ckpt").exists()
+    if engine == "spark":
+        # the relative spark.checkpoint_dir went under --data-dir, not under the working folder
+        assert (data_dir / "ckpt").is_dir() and not (elsewhere / "ckpt").exists()
+    else:
+        # the single-machine engine starts no JVM: nothing of Spark's is left anywhere
+        assert not (data_dir / "ckpt").exists() and not (elsewhere / "ckpt").exists()
+        assert "validation NDCG@5" in done.stdout
     rows = list(csv.DictReader(out.open()))
     assert set(rows[0]) == {"user_id", "job_id", "rank", "score"}
     by_user = defaultdict(list)
