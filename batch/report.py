@@ -1,5 +1,8 @@
 """`jobrec evaluate`: an honest evaluation report on a file (the seed data by default).
 
+Two runners share the report: `run_evaluation` trains with Spark (als.engine spark, or --split time, which needs
+the interactions' times), `run_evaluation_single_node` with the implicit engine and the search (no JVM).
+
 Split per user (random or newest) into train, validation and test with a fixed seed; choose the parameters on
 validation only (with --tune); train on train + validation; report precision, recall, MAP, NDCG, AUC, expected
 percentile rank and coverage at several k on test, beside popularity on the same split; write Markdown with PNG
@@ -16,9 +19,14 @@ from pathlib import Path
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
+from jobrec.batch.core.als_implicit import train_implicit
 from jobrec.batch.core.evaluate import evaluate_model, evaluate_rankings, popularity_scores
+from jobrec.batch.core.interaction_matrix import InteractionMatrix, confidence_matrix, holdout_mask, sample_users
+from jobrec.batch.core.params import AlsParams
 from jobrec.batch.core.split import train_validation_test
-from jobrec.batch.train import AlsParams, train_on
+from jobrec.batch.search import TABLE_COLUMNS as SEARCH_COLUMNS
+from jobrec.batch.search import describe, search_params
+from jobrec.batch.train import train_on
 from jobrec.batch.tune import Grid, format_table, grid_search
 from jobrec.schemas import tables as t
 
@@ -97,6 +105,123 @@ def run_evaluation(
     return {"params": asdict(params), "results": results, "tuning": table}
 
 
+def run_evaluation_single_node(
+    data: InteractionMatrix,
+    base: AlsParams,
+    out_dir: Path,
+    *,
+    tune: bool,
+    budget_seconds: float,
+    max_trials: int,
+    k: int = 10,
+    seed: int = 42,
+    eval_users: int = 5000,
+) -> dict[str, object]:
+    """The same report from the implicit engine: per user (of at most `eval_users` sampled users) a random 20 %
+    test split, 20 % of the pairs for validation carved from the rest, the search on train/validation only, the
+    model trained on train + validation and measured on test beside popularity."""
+    import time
+
+    sampled = sample_users(data.user_ids, eval_users, seed)
+    test_mask = holdout_mask(data, 0.2, seed, sampled)
+    rest, test = data.select(~test_mask), data.select(test_mask)
+    validation_mask = holdout_mask(rest, 0.2 / 0.8, seed + 1, sampled)
+    train, validation = rest.select(~validation_mask), rest.select(validation_mask)
+    params, table = base, list[dict[str, object]]()
+    if tune:
+        result = search_params(train, validation, base, k, budget_seconds, max_trials=max_trials)
+        table = result.trials
+        if result.n_complete:
+            params = result.best
+    started = time.monotonic()
+    user_matrix, y, params = train_implicit(params, confidence_matrix(rest, params))
+    y = y.astype(np.float64)
+    timings = {"fit_s": round(time.monotonic() - started, 3)}
+    test_rows = np.flatnonzero(np.diff(test.strength.indptr) > 0)
+    job_ids = data.job_ids.tolist()
+    users = {data.user_ids[u]: user_matrix[u].astype(np.float64) for u in test_rows}
+    seen = {
+        data.user_ids[u]: {
+            job_ids[j] for j in rest.strength.indices[rest.strength.indptr[u] : rest.strength.indptr[u + 1]]
+        }
+        for u in test_rows
+    }
+    test_map = {
+        data.user_ids[u]: {
+            job_ids[j]: float(r)
+            for j, r in zip(
+                test.strength.indices[test.strength.indptr[u] : test.strength.indptr[u + 1]],
+                test.strength.data[test.strength.indptr[u] : test.strength.indptr[u + 1]],
+                strict=True,
+            )
+        }
+        for u in test_rows
+    }
+    counts = rest.users_per_job().astype(np.float64)
+    n = len(job_ids)
+    pop = counts + (n - np.arange(n)) / (n + 1) / 1e6  # ties by catalog order, as popularity_scores
+    results = {
+        kk: {
+            "model": evaluate_model(users, job_ids, y, seen, test_map, kk),
+            "popularity": evaluate_rankings(lambda u: pop, job_ids, seen, test_map, kk, sorted(test_map)),
+        }
+        for kk in KS
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _plots(out_dir, results, [], users, y, seen, job_ids)
+    if table:
+        _search_plot(out_dir / "tuning.png", table, k)
+    report = _markdown(results, table, params, timings, False, k)
+    (out_dir / "report.md").write_text(report)
+    (out_dir / "results.json").write_text(
+        json.dumps(
+            {"params": params.to_record(), "test": {str(kk): v for kk, v in results.items()}, "tuning": table},
+            indent=2,
+            default=str,
+        )
+    )
+    return {"params": params.to_record(), "results": results, "tuning": table}
+
+
+def _search_plot(path: Path, trials: list[dict[str, object]], k: int) -> None:
+    """Validation NDCG@k per trial, by confidence form, with the best so far: where the search went and when it
+    stopped finding better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for form, marker in (("linear", "o"), ("log", "s"), ("binary", "^")):
+        done = [r for r in trials if r["confidence"] == form and r["val_ndcg"] is not None]
+        stopped = [r for r in trials if r["confidence"] == form and r["val_ndcg"] is None]
+        if done:
+            ax.scatter([r["trial"] for r in done], [r["val_ndcg"] for r in done], marker=marker, label=form)
+        if stopped:
+            ax.scatter(
+                [r["trial"] for r in stopped],
+                [r.get("ndcg_at_stop") for r in stopped],
+                marker=marker,
+                facecolors="none",
+                edgecolors="grey",
+                alpha=0.5,
+            )
+    best, line = -1.0, []
+    for r in sorted(trials, key=lambda r: int(r["trial"])):  # type: ignore[call-overload]
+        if r["val_ndcg"] is not None:
+            best = max(best, float(r["val_ndcg"]))  # type: ignore[arg-type]
+        line.append((r["trial"], best if best >= 0 else np.nan))
+    if line:
+        ax.plot([x for x, _ in line], [y for _, y in line], "k-", lw=1, label="best so far")
+    ax.set_xlabel("trial (hollow: stopped early by the pruner, at the NDCG it had then)")
+    ax.set_ylabel(f"validation NDCG@{k}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _markdown(results, table, params: AlsParams, timings, by_time: bool, k: int) -> str:
     lines = [
         "# Evaluation report",
@@ -105,8 +230,7 @@ def _markdown(results, table, params: AlsParams, timings, by_time: bool, k: int)
         "seed 42. Parameters chosen on validation only; the model is trained on train + validation and "
         "measured on test, beside popularity on the same split.",
         "",
-        f"Chosen parameters: rank {params.rank}, iterations {params.max_iter}, lambda {params.reg_param}, "
-        f"alpha {params.alpha}. Train time {timings.get('fit_s')} s.",
+        f"Chosen parameters ({params.engine} engine): {describe(params)}. Train time {timings.get('fit_s')} s.",
         "",
         "## Test metrics",
         "",
@@ -125,7 +249,20 @@ def _markdown(results, table, params: AlsParams, timings, by_time: bool, k: int)
         "![score distribution](scores.png)",
         "",
     ]
-    if table:
+    if table and "state" in table[0]:
+        best = sorted(table, key=lambda r: -(r["val_ndcg"] if r["val_ndcg"] is not None else -1.0))
+        lines += [
+            f"## Search (validation NDCG@{k})",
+            "",
+            f"{len(table)} trials ({sum(r['state'] == 'complete' for r in table)} complete, the others stopped early "
+            "by the pruner or the budget); the best 20:",
+            "",
+            format_table(best[:20], SEARCH_COLUMNS),
+            "",
+            "![the search, trial by trial](tuning.png)",
+            "",
+        ]
+    elif table:
         lines += [
             f"## Tuning (validation NDCG@{k})",
             "",

@@ -269,7 +269,16 @@ def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     result = run_evaluate(
-        cfg, args.interactions, out, _layout(args), args.tune, args.split == "time", _grid(args), args.binary
+        cfg,
+        args.interactions,
+        out,
+        _layout(args),
+        args.tune,
+        args.split == "time",
+        _grid(args),
+        args.binary,
+        budget_seconds=args.budget,
+        max_trials=args.max_trials,
     )
     r10 = result["results"][10]
     print(
@@ -444,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--interactions", default=f"{SEED_DIR}/job_clicks.csv", help="CSV of (user, job, count) rows")
     ev.add_argument("--out", default="reports/evaluation", help="folder for report.md, results.json and the plots")
-    ev.add_argument("--tune", action="store_true", help="choose the parameters on the validation split")
+    ev.add_argument("--tune", action="store_true", help="search the parameters on the validation split")
+    _add_search_options(ev)
     ev.add_argument("--split", choices=["random", "time"], default="random", help="per-user random or newest holdout")
     _add_layout_options(ev)
     _add_grid_options(ev)

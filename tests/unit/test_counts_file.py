@@ -176,10 +176,9 @@ def test_a_header_that_is_not_utf8_names_the_first_line(tmp_path: Path) -> None:
 def test_the_place_of_a_bad_byte_is_counted_across_read_blocks(tmp_path: Path) -> None:
     # the file is checked a megabyte at a time: put a valid "é" (2 bytes) across the first boundary, so a
     # character cut in two must not be taken for a bad one, and the bad byte well into the second block
-    header = b"userId,jobId,Clicks\n"
-    filler = b"u1,j1,1\n" * ((1 << 20) // 8)
-    prefix = header + filler[: (1 << 20) - len(header) - 4] + b"\n"  # ends 3 bytes before the boundary
-    prefix += b"u\xc3\xa9"[:2]  # "u" and the first byte of "é" end exactly at the boundary
+    rows = b"userId,jobId,Clicks\n" + b"u1,j1,1\n" * 131_000
+    rows += b"x" * ((1 << 20) - 2 - len(rows) - 6) + b",j1,1\n"  # a long id: the rows end 2 bytes before 1 MiB
+    prefix = rows + b"u\xc3"  # "u" and the first byte of "é" end exactly at the boundary
     assert len(prefix) == 1 << 20
     content = prefix + b"\xa9,j1,1\n" + b"u2,j1,1\n" * 10 + b"bad\xff,j1,1\n"
     bad_at = content.index(b"\xff")
