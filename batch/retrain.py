@@ -128,8 +128,12 @@ def plan_tuning(
         due, reason = True, f"the last retrain's model {rows[0][t.MODEL_VERSION]} was rejected"
     elif since_search is None:
         due, reason = True, "no retrain has searched for its parameters yet"
-    elif retrain.tune_every > 0 and since_search >= retrain.tune_every:
-        due, reason = True, f"{since_search} retrains since the last search (retrain.tune_every {retrain.tune_every})"
+    elif retrain.tune_every > 0 and since_search + 1 >= retrain.tune_every:
+        # since_search retrains have reused the searched params; this one would make tune_every runs of them
+        due, reason = (
+            True,
+            f"the search's params served {since_search + 1} retrains (retrain.tune_every {retrain.tune_every})",
+        )
     else:
         due, reason = False, "configured params"
     params = base

@@ -53,6 +53,8 @@ def write_config(folder: Path, bootstrap: str, name: str, **sections: dict[str, 
             "log_level": "ERROR",
         },
         "ingest": {"restart_backoff_seconds": 2},
+        # the first retrain of a test's fresh tables searches its parameters: a short search keeps the suite quick
+        "retrain": {"tune_budget_seconds": 5},
     }
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
