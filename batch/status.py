@@ -68,6 +68,9 @@ def model_summary(row: Row) -> dict[str, Any]:
         "validation": metrics.get("validation"),
         "popularity": metrics.get("popularity"),
         "gate_reason": metrics.get("gate"),
+        # where the parameters came from: a search (kept without its trial list), or reused from a model
+        "params_source": metrics.get("params_source"),
+        "search": {k: v for k, v in (metrics.get("search") or {}).items() if k != "top"} or None,
     }
 
 

@@ -18,7 +18,8 @@ The JSON shape (schema_version 1; counts are ints, times ISO 8601 UTC, null wher
      "healthy": bool, "next_step": str}
 
     model = {"version", "status", "created_at", "n_users", "n_jobs", "n_interactions", "data_version", "params",
-             "k", "validation": {metric: float | null} | null, "popularity": {...} | null, "gate_reason": str | null}
+             "k", "validation": {metric: float | null} | null, "popularity": {...} | null, "gate_reason": str | null,
+             "params_source": str | null, "search": {"trials", "complete", "pruned", "seconds", ...} | null}
 
 Spark's Kafka source commits no consumer offsets, so the lag is read from the ingest queries' checkpoints (the
 newest offsets-log file). Kafka is asked in a thread of its own, beside the Spark reads, and never for longer
@@ -333,6 +334,26 @@ def _metrics_text(model: dict) -> str:
     )
 
 
+def _params_text(model: dict) -> str:
+    """Which engine trained the model, with what, and where the parameters came from (a search, or reused)."""
+    p = model.get("params") or {}
+    if not p:
+        return "parameters not recorded"
+    form = p.get("confidence", "linear")
+    eps = f" (epsilon {p['epsilon']:.3g})" if form == "log" and "epsilon" in p else ""
+    source = model.get("params_source")
+    search = model.get("search") or {}
+    origin = (
+        f"; chosen by a search of {search.get('trials')} trials in {search.get('seconds')} s"
+        if search
+        else (f"; {source}" if source else "")
+    )
+    return (
+        f"{p.get('engine', 'spark')} engine: {form} confidence{eps}, alpha {p.get('alpha', 0):.3g}, lambda "
+        f"{p.get('reg_param', 0):.3g}, rank {p.get('rank')}, {p.get('max_iter')} iterations{origin}"
+    )
+
+
 def _model_lines(models: dict) -> list[str]:
     counts = ", ".join(f"{n:,} {state}" for state, n in models["counts"].items())
     lines = [f"{_label('Models')}{counts or 'none trained yet'}"]
@@ -347,6 +368,7 @@ def _model_lines(models: dict) -> list[str]:
         )
         lines += _wrap(size, _label("  serving"))[:2]
         lines += _wrap(_metrics_text(serving), " " * LABEL)[:2]
+        lines += _wrap(_params_text(serving), " " * LABEL)[:2]
     if rejected is not None:
         why = rejected["gate_reason"] or "no reason recorded"
         lines += _wrap(f"{rejected['version']}, {_when(rejected['created_at'])}: {why}", _label("  rejected"))[:3]

@@ -245,3 +245,25 @@ def test_offsets_file_gives_topic_partition_next_offset() -> None:
     )
     assert parse_offsets_file(text) == {"clicks": {"0": 28, "1": 9, "2": 11}, "job-events": {"0": 4}}
     assert parse_offsets_file("v1\n{}\n") == {}
+
+
+def test_the_serving_models_engine_parameters_and_search_are_shown() -> None:
+    status = healthy_status()
+    serving = status["models"]["serving"]
+    serving["params"] = {
+        "engine": "implicit",
+        "confidence": "log",
+        "epsilon": 2.5,
+        "alpha": 12.0,
+        "reg_param": 0.75,
+        "rank": 64,
+        "max_iter": 15,
+    }
+    serving["search"] = {"trials": 87, "complete": 40, "pruned": 47, "seconds": 39.8}
+    # the line wraps at the screen's width: compare the words
+    text = " ".join(format_status(status).split())
+    assert "implicit engine: log confidence (epsilon 2.5), alpha 12, lambda 0.75, rank 64, 15 iterations" in text
+    assert "chosen by a search of 87 trials in 39.8 s" in text
+    serving["search"], serving["params_source"] = None, "params of model 20261127T100000Z-abcd"
+    assert "; params of model 20261127T100000Z-abcd" in " ".join(format_status(status).split())
+    assert all(len(line) <= WIDTH for line in format_status(status).splitlines())
