@@ -20,13 +20,14 @@ from pyspark.sql import SparkSession
 from jobrec.batch.backfill import CsvLayout, LoadReport, load_counts_csv
 from jobrec.batch.connections import build_spark_session, spark_kafka_options
 from jobrec.batch.core.catalog import CategoryNormaliser
+from jobrec.batch.core.params import AlsParams
 from jobrec.batch.delta_tables import ensure_delta_table
 from jobrec.batch.jobs_table import JobsLoadReport, count_jobs_by_state, load_jobs_csv, read_catalog_rows
 from jobrec.batch.offline import read_interactions_file, run_offline
 from jobrec.batch.publish import publish_recommendations, recommend_top_n
 from jobrec.batch.report import run_evaluation
-from jobrec.batch.retrain import gated_retrain
-from jobrec.batch.train import AlsParams, TrainedModel, read_factors, serving_model_version
+from jobrec.batch.retrain import gated_retrain, resolve_engine
+from jobrec.batch.train import TrainedModel, read_factors, serving_model_version
 from jobrec.batch.tune import Grid
 from jobrec.schemas import tables as t
 from jobrec.schemas.config import Config
@@ -65,21 +66,67 @@ def als_params(cfg: Config) -> AlsParams:
 
 def retrain_and_publish(spark: SparkSession, cfg: Config, bootstrap: str | None, publish: bool = True) -> TrainedModel:
     """Train on the newest interactions behind the quality gate, record the model, and publish its top-N lists
-    if it passed (and `publish`)."""
+    if it passed (and `publish`). If it was rejected and no model has ever passed, publish popularity lists
+    (source fallback) instead: until a model passes, every known user and new users still get a list."""
+    engine = resolve_engine(spark, cfg.storage.tables_root, cfg.als.engine, cfg.als.single_node_max_pairs)
     model, decision = gated_retrain(
-        spark, cfg.storage.tables_root, als_params(cfg), cfg.gate, cfg.retrain.min_interactions
+        spark,
+        cfg.storage.tables_root,
+        als_params(cfg),
+        cfg.gate,
+        cfg.retrain.min_interactions,
+        engine=engine,
+        retrain=cfg.retrain,
     )
     log.info("model %s: %s; timings %s", model.model_version, decision.reason, model.timings)
-    if decision.publish and publish and bootstrap:
+    if not (publish and bootstrap):
+        return model
+    if decision.publish:
         publish_model(spark, cfg, bootstrap, model.model_version)
+    elif serving_model_version(spark, cfg.storage.tables_root) is None:
+        n = publish_model(spark, cfg, bootstrap, None)
+        log.warning(
+            "published popularity lists (source fallback) to %d users and for new users: no model has passed the "
+            "quality gate yet (model %s rejected: %s)",
+            n,
+            model.model_version,
+            decision.reason,
+        )
     return model
 
 
-def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_version: str) -> int:
-    """Every user's top-N of `model_version` (and the list for new users) to the table and the topic."""
+def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_version: str | None) -> int:
+    """Every user's top-N of `model_version` (and the list for new users) to the table and the topic; with
+    `model_version` None (no model has passed the gate), every user of the interactions table gets a popularity
+    list instead (source fallback, model_version "popularity"). Returns the number of users sent a list; 0, and
+    nothing sent, when there is no interaction at all."""
+    from jobrec.batch.fallback import recommend_popular
+    from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION
+
     generated_at = datetime.now(timezone.utc)
-    user_factors, job_factors = read_factors(spark, cfg.storage.tables_root, model_version)
     interactions = spark.read.format("delta").load(ensure_delta_table(spark, cfg.storage.tables_root, t.INTERACTIONS))
+    if model_version is None:
+        if interactions.isEmpty():
+            return 0
+        fallback = recommend_popular(
+            spark,
+            interactions,
+            cfg.publish.top_n,
+            generated_at=generated_at,
+            catalog=read_catalog_rows(spark, cfg.storage.tables_root),
+            max_per_category=cfg.publish.max_per_category,
+        )
+        return publish_recommendations(
+            spark,
+            fallback,
+            cfg.storage.tables_root,
+            spark_kafka_options(cfg.kafka, bootstrap),
+            cfg.kafka.recommendations_topic,
+            POPULARITY_MODEL_VERSION,
+            generated_at,
+            source=t.SOURCE_FALLBACK,
+        )
+    user_factors, job_factors = read_factors(spark, cfg.storage.tables_root, model_version)
     recs = recommend_top_n(
         spark,
         user_factors,
@@ -119,12 +166,23 @@ def run_retrain(
 
 
 def run_publish(cfg: Config, bootstrap: str, model_version: str | None) -> tuple[str | None, int]:
-    """`jobrec publish`: (the version published, lists sent); (None, 0) before the first published model."""
+    """`jobrec publish`: (the version published, lists sent). Before the first model passes the gate, popularity
+    lists ("popularity", lists sent); (None, 0) when there is not even an interaction to rank jobs by."""
+    from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION
+
     with spark_session(cfg, "publish") as spark:
         version = model_version or serving_model_version(spark, cfg.storage.tables_root)
-        if not version:
+        if version:
+            return version, publish_model(spark, cfg, bootstrap, version)
+        n = publish_model(spark, cfg, bootstrap, None)
+        if not n:
             return None, 0
-        return version, publish_model(spark, cfg, bootstrap, version)
+        log.warning(
+            "published popularity lists (source fallback) to %d users and for new users: no model has passed the "
+            "quality gate yet",
+            n,
+        )
+        return POPULARITY_MODEL_VERSION, n
 
 
 def run_load(cfg: Config, csv: str, layout: CsvLayout, event_type: str, binary: bool) -> LoadReport:
@@ -157,8 +215,26 @@ def run_offline_process(
     tune: bool,
     grid: Grid,
     binary: bool,
+    budget_seconds: float | None = None,
+    max_trials: int | None = None,
 ) -> dict[str, Any]:
-    """`jobrec offline`: train on a CSV file and write every user's top K as CSV; no Kafka, no tables."""
+    """`jobrec offline`: train on a CSV file and write every user's top K as CSV; no Kafka, no tables. The
+    single-machine engine (als.engine implicit or auto) starts no JVM at all; the spark engine runs on Spark."""
+    if cfg.als.engine != "spark":
+        from jobrec.batch.offline_single_node import OfflineSettings, run_offline_single_node
+
+        settings = OfflineSettings(
+            k=k,
+            tune=tune,
+            budget_seconds=budget_seconds or cfg.retrain.tune_budget_seconds,
+            max_trials=max_trials or cfg.retrain.tune_max_trials,
+            binary=binary,
+            validation_share=cfg.gate.validation_share,
+            eval_users=cfg.gate.eval_users,
+            seed=cfg.gate.seed,
+            weight=cfg.ingest.weights["click"],
+        )
+        return run_offline_single_node(path, out, layout, als_params(cfg), settings)
     with spark_session(cfg, "offline") as spark:
         return run_offline(
             spark, path, out, k, layout, als_params(cfg), cfg.ingest.weights, tune=tune, grid=grid, binary=binary
@@ -166,9 +242,35 @@ def run_offline_process(
 
 
 def run_evaluate(
-    cfg: Config, path: str, out: Path, layout: CsvLayout, tune: bool, by_time: bool, grid: Grid, binary: bool
+    cfg: Config,
+    path: str,
+    out: Path,
+    layout: CsvLayout,
+    tune: bool,
+    by_time: bool,
+    grid: Grid,
+    binary: bool,
+    budget_seconds: float | None = None,
+    max_trials: int | None = None,
 ) -> dict[str, Any]:
-    """`jobrec evaluate`: ranking metrics on a held-out split beside popularity, written as a report in `out`."""
+    """`jobrec evaluate`: ranking metrics on a held-out split beside popularity, written as a report in `out`.
+    The implicit engine (no JVM) unless als.engine is spark or the split is by time (a counts file's pairs have
+    no times; the Spark path reads them from the file's rows)."""
+    if cfg.als.engine != "spark" and not by_time:
+        from jobrec.batch.offline_single_node import read_matrix
+        from jobrec.batch.report import run_evaluation_single_node
+
+        data, _ = read_matrix(path, layout, binary, cfg.ingest.weights["click"])
+        return run_evaluation_single_node(
+            data,
+            als_params(cfg),
+            out,
+            tune=tune,
+            budget_seconds=budget_seconds or cfg.retrain.tune_budget_seconds,
+            max_trials=max_trials or cfg.retrain.tune_max_trials,
+            seed=cfg.gate.seed,
+            eval_users=cfg.gate.eval_users,
+        )
     with spark_session(cfg, "evaluate") as spark:
         interactions = read_interactions_file(spark, path, layout, cfg.ingest.weights, binary=binary)
         return run_evaluation(spark, interactions, als_params(cfg), out, tune=tune, by_time=by_time, grid=grid)

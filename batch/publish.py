@@ -4,7 +4,8 @@ Scoring runs where the users are: the job factors (small: jobs x rank floats) go
 batch of users is scored with numpy (`jobrec.batch.core.top_n`), and the jobs a user has interacted with are
 hidden, as are the jobs the catalog says are closed or expired at publish time; `publish.max_per_category`
 caps a category.
-One message per user, keyed by user_id, valid against schemas/recommendation.v1.json.
+One message per user, keyed by user_id, valid against schemas/recommendation.v1.json. Until a model passes the
+quality gate, `jobrec.batch.fallback` makes the lists a publish sends instead.
 """
 
 from __future__ import annotations
@@ -113,6 +114,13 @@ def popular_items(
     ]
 
 
+def user_histories(interactions: DataFrame) -> DataFrame:
+    """One row per user: (user_id, seen: the jobs they interacted with, newest_event_at)."""
+    return interactions.groupBy(t.USER_ID).agg(
+        F.collect_list(t.JOB_ID).alias(SEEN), F.max(t.LAST_AT).alias(t.NEWEST_EVENT_AT)
+    )
+
+
 def recommend_top_n(
     spark: SparkSession,
     user_factors: DataFrame,
@@ -142,10 +150,7 @@ def recommend_top_n(
             len(job_ids),
             generated_at.isoformat(timespec="seconds"),
         )
-    history = interactions.groupBy(t.USER_ID).agg(
-        F.collect_list(t.JOB_ID).alias(SEEN), F.max(t.LAST_AT).alias(t.NEWEST_EVENT_AT)
-    )
-    users = user_factors.select(t.USER_ID, t.FEATURES).join(history, t.USER_ID, "left")
+    users = user_factors.select(t.USER_ID, t.FEATURES).join(user_histories(interactions), t.USER_ID, "left")
     per_user = users.mapInArrow(
         lambda batches: score_user_batches(
             batches,
@@ -185,9 +190,11 @@ def publish_recommendations(
     topic: str,
     model_version: str,
     generated_at: datetime,
+    source: str = t.SOURCE_BATCH,
 ) -> int:
     """Write the lists to the recommendations table, then one message per user to the topic. Returns the number
-    of users (the NEW_USER_KEY list not counted)."""
+    of users (the NEW_USER_KEY list not counted). `source` is the users' lists' (the NEW_USER_KEY list is always
+    a fallback list)."""
     started = time.monotonic()
     recs = recs.persist()
     try:
@@ -197,9 +204,7 @@ def publish_recommendations(
             F.lit(model_version).alias(t.MODEL_VERSION),
             F.lit(generated_at).cast("timestamp").alias(t.GENERATED_AT),
             t.NEWEST_EVENT_AT,
-            F.when(F.col(t.USER_ID) == NEW_USER_KEY, F.lit(t.SOURCE_FALLBACK))
-            .otherwise(F.lit(t.SOURCE_BATCH))
-            .alias(t.SOURCE),
+            F.when(F.col(t.USER_ID) == NEW_USER_KEY, F.lit(t.SOURCE_FALLBACK)).otherwise(F.lit(source)).alias(t.SOURCE),
             t.ITEMS,
         )
         table.write.format("delta").mode("append").save(ensure_delta_table(spark, tables_root, t.RECOMMENDATIONS))
@@ -214,7 +219,8 @@ def publish_recommendations(
     finally:
         recs.unpersist()
     log.info(
-        "published top-N lists of %d users and the list for new users (model %s) in %.1f s",
+        "published %s top-N lists of %d users and the list for new users (model %s) in %.1f s",
+        source,
         n_users,
         model_version,
         time.monotonic() - started,

@@ -15,6 +15,7 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -183,7 +184,7 @@ def run_evaluation_single_node(
     return {"params": params.to_record(), "results": results, "tuning": table}
 
 
-def _search_plot(path: Path, trials: list[dict[str, object]], k: int) -> None:
+def _search_plot(path: Path, trials: list[dict[str, Any]], k: int) -> None:
     """Validation NDCG@k per trial, by confidence form, with the best so far: where the search went and when it
     stopped finding better."""
     import matplotlib
@@ -200,16 +201,16 @@ def _search_plot(path: Path, trials: list[dict[str, object]], k: int) -> None:
         if stopped:
             ax.scatter(
                 [r["trial"] for r in stopped],
-                [r.get("ndcg_at_stop") for r in stopped],
+                [r["ndcg_at_stop"] for r in stopped],
                 marker=marker,
                 facecolors="none",
                 edgecolors="grey",
                 alpha=0.5,
             )
     best, line = -1.0, []
-    for r in sorted(trials, key=lambda r: int(r["trial"])):  # type: ignore[call-overload]
+    for r in sorted(trials, key=lambda r: int(r["trial"])):
         if r["val_ndcg"] is not None:
-            best = max(best, float(r["val_ndcg"]))  # type: ignore[arg-type]
+            best = max(best, float(r["val_ndcg"]))
         line.append((r["trial"], best if best >= 0 else np.nan))
     if line:
         ax.plot([x for x, _ in line], [y for _, y in line], "k-", lw=1, label="best so far")

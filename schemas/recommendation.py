@@ -12,6 +12,9 @@ from datetime import datetime, timezone
 # Published with every batch publish; the read API and RecommendationsConsumer.latest answer it for unknown users.
 NEW_USER_KEY = "*"
 
+# the model_version of the fallback lists published while no model has passed the quality gate: popularity only
+POPULARITY_MODEL_VERSION = "popularity"
+
 
 def format_timestamp(dt: datetime) -> str:
     """RFC 3339 UTC with milliseconds, the form both schemas use."""

@@ -158,8 +158,9 @@ def cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
         verdict = model.metrics.get("gate", "quality gate disabled")
         if model.status == t.STATUS_REJECTED:
             print(
-                f"model {model.model_version} rejected by the quality gate: {verdict}. The serving model stays; "
-                "`jobrec status` shows it, `jobrec evaluate --tune` searches for better parameters."
+                f"model {model.model_version} rejected by the quality gate: {verdict}. A serving model stays; "
+                "before any model has passed, users get popularity lists (source fallback). `jobrec status` shows "
+                "which; the next retrain searches for better parameters."
             )
         elif bootstrap is None:
             print(f"model {model.model_version} passed ({size}): {verdict}; not published (--no-publish)")
@@ -298,6 +299,14 @@ def cmd_publish(cfg: Config, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_NOTHING
+    from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION
+
+    if version == POPULARITY_MODEL_VERSION:
+        print(
+            f"published {n} popularity lists (source fallback) to {cfg.kafka.recommendations_topic}: no model has "
+            "passed the quality gate yet (`jobrec status` says why)"
+        )
+        return 0
     print(f"published {n} lists of model {version} to {cfg.kafka.recommendations_topic}")
     return 0
 
@@ -361,9 +370,24 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
 
         caps = [int(c) for c in args.caps.split(",")]
         return run_category_cap_bench(cfg, _seed_dir(args.seed_dir), caps)
+    if args.what == "engines":
+        return _bench_engines(cfg, args)
     from jobrec.streaming.bench.pipeline import run_bench
 
     return run_bench(cfg, args.what, args.events, _seed_dir(args.seed_dir))
+
+
+def _bench_engines(cfg: Config, args: argparse.Namespace) -> int:
+    from jobrec.batch.bench.engines import EnginesBench, run_engines_bench
+    from jobrec.streaming.bench.stack import temporary_stack
+
+    if args.skip_seed and args.skip_synthetic:
+        print("jobrec: bench engines: --skip-seed and --skip-synthetic leave nothing to measure", file=sys.stderr)
+        return 2
+    seed_csv = None if args.skip_seed else _seed_dir(args.seed_dir) / "job_clicks.csv"
+    bench = EnginesBench(args.pairs, args.users, args.jobs, seed_csv, synthetic=not args.skip_synthetic)
+    with temporary_stack(cfg, "jobrec-bench-engines-") as stack:
+        return run_engines_bench(stack.cfg, stack.broker.bootstrap, stack.folder, bench)
 
 
 def _seed_dir(text: str) -> Path:
@@ -486,9 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="measure ingest rate, retrain time, click-to-list freshness, Spark ALS against implicit, the "
-        "HTTP ingest API's throughput and latency, or what a category cap costs in NDCG and buys in coverage",
+        "HTTP ingest API's throughput and latency, what a category cap costs in NDCG and buys in coverage, or the "
+        "single-machine engine's retrain + publish and offline against implicit doing the same",
     )
-    b.add_argument("what", choices=["ingest", "retrain", "freshness", "implicit", "api", "category-cap"])
+    b.add_argument("what", choices=["ingest", "retrain", "freshness", "implicit", "api", "category-cap", "engines"])
     b.add_argument("--caps", default="0,2,3,4,5", help="category-cap: caps to measure (0 = none)")
     b.add_argument("--rate", type=int, default=1000, help="freshness: click events per second of load")
     b.add_argument("--seconds", type=float, default=30, help="freshness, api: how long the load lasts")
@@ -497,6 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=50, help="api: events per request (batch 1 always runs too)")
     b.add_argument("--events", type=int, default=100_000, help="events for the ingest benchmark")
     b.add_argument("--seed-dir", default=SEED_DIR, help="folder with job_clicks.csv")
+    b.add_argument("--pairs", type=int, default=2_000_000, help="engines: (user, job) pairs of the synthetic file")
+    b.add_argument("--users", type=int, default=100_000, help="engines: users of the synthetic file")
+    b.add_argument("--jobs", type=int, default=20_000, help="engines: jobs of the synthetic file")
+    b.add_argument("--skip-seed", action="store_true", help="engines: measure the synthetic file only")
+    b.add_argument("--skip-synthetic", action="store_true", help="engines: measure the seed only")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -6,7 +6,9 @@ user whose clicks arrive re-solves the user's vector against the serving model's
 (`fold_in.fold_in_user`) and publishes a new top-N list (source fold-in). A user with no job the model knows
 gets a popularity list (source fallback): the popular jobs of the categories the user clicked first, then the
 popular jobs overall, until the next retrain. When a retrain publishes a new model version, the next check
-(every fold_in.model_check_seconds) switches to it without a restart.
+(every fold_in.model_check_seconds) switches to it without a restart. Until a first model passes the quality gate,
+the layer serves a model without factors (`popularity_model`, reloaded at every check): every click is answered
+with a fallback list.
 
 It follows the job-events topic too, into an in-memory copy of the catalog (`jobrec.batch.core.catalog.CatalogState`,
 loaded from the Delta jobs table at start): a closed or expired job leaves every list computed after the event
@@ -37,9 +39,12 @@ from jobrec.batch.core.top_n import NO_CATEGORY, capped_top, top_n_unseen
 from jobrec.schemas import tables as t
 from jobrec.schemas.click_event import ClickEvent, EventLimits, parse_click_event
 from jobrec.schemas.job_event import JobEvent, parse_job_event
-from jobrec.schemas.recommendation import recommendation_message
+from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION, recommendation_message
 
 log = logging.getLogger(__name__)
+
+# how many of the most popular jobs fallback lists choose from
+POPULAR_JOBS = 1000
 
 
 @dataclass
@@ -59,12 +64,34 @@ class ServingModel:
     epsilon: float = 1.0
     half_life_days: float = 0.0
     reference_time: float = 0.0
+    # how the trained model scaled lambda (jobrec.batch.core.params): fold-in solves with the same convention
+    reg_scaling: str = "count"
+    # False: no factors (no model has passed the gate yet): every list is a fallback list
+    fold_in: bool = True
     yty: np.ndarray = field(init=False)
     position: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.yty = gramian(self.job_matrix)
         self.position = {job: i for i, job in enumerate(self.job_ids)}
+
+
+def popularity_model(users_per_job: Iterable[tuple[str, int]], limit: int = POPULAR_JOBS) -> ServingModel:
+    """What the layer serves while no model has passed the gate: no factors, the `limit` jobs with the most users
+    (ties by job_id), each scored by its users as a share of the most popular job's (the fallback lists' scale)."""
+    ranked = sorted(users_per_job, key=lambda pair: (-pair[1], pair[0]))[:limit]
+    counts = np.array([float(n) for _, n in ranked])
+    shares = counts / counts[0] if counts.size and counts[0] > 0 else np.zeros(len(ranked))
+    return ServingModel(
+        POPULARITY_MODEL_VERSION,
+        [job for job, _ in ranked],
+        np.zeros((len(ranked), 0)),
+        0.0,
+        0.0,
+        list(range(len(ranked))),
+        popularity=shares,
+        fold_in=False,
+    )
 
 
 @dataclass
@@ -158,7 +185,9 @@ def recommend_for_users(
     vectors, seen, slots = [], [], []
     for k, history in enumerate(histories):
         idx_list, strength_list = [], []
-        for job, strength in history.strengths.items():
+        # a model without factors (none has passed the gate yet) folds in no one
+        known = history.strengths if model.fold_in else {}
+        for job, strength in known.items():
             i = model.position.get(job)
             if i is not None and strength > 0:
                 idx_list.append(i)
@@ -186,7 +215,9 @@ def recommend_for_users(
                 ]
             )
             ratings = rating_values(ratings, ages, model.confidence, model.epsilon, model.half_life_days)
-        vectors.append(fold_in_user(model.yty, model.job_matrix[idx], ratings, model.alpha, model.reg_param))
+        vectors.append(
+            fold_in_user(model.yty, model.job_matrix[idx], ratings, model.alpha, model.reg_param, model.reg_scaling)
+        )
         seen.append(idx)
         slots.append(k)
     if vectors:
@@ -210,19 +241,25 @@ def recommend_for_user(model: ServingModel, history: UserHistory, n: int) -> tup
 
 
 class FilterCache:
-    """The serving filter of (model version, catalog version), recomputed when either changes or a job expires."""
+    """The serving filter of (model, catalog version), recomputed when either changes or a job expires. The model
+    is compared by identity: a reloaded popularity model keeps its version but not its jobs."""
 
     def __init__(self) -> None:
-        self._key: tuple[str, int] | None = None
+        self._model: ServingModel | None = None
+        self._catalog_version: int | None = None
         self._value: ServingFilter | None = None
         self._valid_until: datetime | None = None
 
     def get(self, model: ServingModel, catalog: CatalogState, now: datetime) -> ServingFilter:
-        key = (model.model_version, catalog.version)
-        if self._value is None or key != self._key or (self._valid_until is not None and now >= self._valid_until):
+        if (
+            self._value is None
+            or model is not self._model
+            or catalog.version != self._catalog_version
+            or (self._valid_until is not None and now >= self._valid_until)
+        ):
             self._value = serving_filter(model.job_ids, catalog.rows(), now)
             self._valid_until = catalog.next_expiry_after(now)
-            self._key = key
+            self._model, self._catalog_version = model, catalog.version
         return self._value
 
 
@@ -371,7 +408,10 @@ class ModelHolder:
                 current = self.model.model_version if self.model else None
                 newer = self._load(current)
                 if newer is not None:
-                    log.info("fold-in switches to model %s (was %s)", newer.model_version, current)
+                    # the popularity model comes back at every check (reloaded), under the same name
+                    (log.info if newer.model_version != current else log.debug)(
+                        "fold-in switches to model %s (was %s)", newer.model_version, current
+                    )
                     self.model = newer
             except Exception:  # noqa: BLE001 - keep serving the old model; say why
                 log.exception("could not check for a new model; keeping %s", self.model and self.model.model_version)

@@ -3,7 +3,8 @@
 A real local Kafka broker, Spark in local mode, Delta tables on local disk: backfill the seed clicks, stream
 live clicks (with a few repeats and malformed records) through the ingest, retrain ALS, publish, and print the
 lists a consumer of the recommendations topic sees for a few users; then a click refreshes one user's list
-within seconds, and a closed job leaves it.
+within seconds, and a closed job leaves it. It exits non-zero, its last line saying what was missing, when a step
+showed nothing: no list on the topic, no refreshed list after a click, a closed job still listed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import logging
 import random
 import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -85,16 +87,26 @@ def run_demo(cfg: Config, seed_dir: Path, live_events: int, keep_kafka: bool) ->
     try:
         # returns with every Kafka client it opened closed, Spark's JVM ones too: none is left to warn about
         # the broker going away
-        _run_pipeline(cfg, bootstrap, seed_dir, live_events)
+        missing = _run_pipeline(cfg, bootstrap, seed_dir, live_events)
     finally:
         if we_started and not keep_kafka:
             stop_broker(cfg.embedded_kafka)
             print("Kafka broker stopped.")
-    print(f"Demo took {time.monotonic() - started_all:.0f} s.")
+    print(f"Demo took {time.monotonic() - started_all:.0f} s.", flush=True)
+    return demo_verdict(missing)
+
+
+def demo_verdict(missing: list[str]) -> int:
+    """The demo's exit code: 0 if it showed everything it narrates, else 1 with what was missing as the last line
+    (on stderr): a demo that showed no list must not pass for a working pipeline."""
+    if missing:
+        print(f"jobrec demo failed: {'; '.join(missing)}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int) -> None:
+def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int) -> list[str]:
+    """Steps 2 to 7; returns what the demo should have shown and did not (empty: everything)."""
     from kafka import KafkaProducer
 
     from jobrec.batch.backfill import CsvLayout, load_counts_csv
@@ -170,6 +182,11 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
             f"   model {model.model_version}: {model.n_users} users x {model.n_jobs} jobs, "
             f"{model.n_interactions} interactions; fit {model.timings.get('fit_s')} s"
         )
+        if model.status == t.STATUS_REJECTED:
+            print(
+                f"   rejected by the quality gate ({model.metrics.get('gate')}): the serving model's lists stay, or "
+                "popularity lists (source fallback) are published if no model has passed yet"
+            )
 
         print(f"== 6/7 what a consumer of {cfg.kafka.recommendations_topic} sees")
         categories = read_job_categories(spark, cfg.storage.tables_root)
@@ -178,9 +195,11 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
         n_users = len(lists) - (NEW_USER_KEY in lists)
         print(f"\n   {n_users} users have a list on the topic; users with no history get the list under key *:")
         print_lists(lists, [NEW_USER_KEY], categories)
+        if n_users == 0:
+            return [f"no user has a recommendation list on {cfg.kafka.recommendations_topic} (the publish sent none)"]
 
         print("== 7/7 near-real-time: a new click refreshes that user's list (fold-in, no retrain); a job closes")
-        _show_fold_in(spark, cfg, bootstrap, lists, categories)
+        return _show_fold_in(spark, cfg, bootstrap, lists, categories)
     finally:
         stop_spark_jvm(spark)
 
@@ -212,7 +231,9 @@ def stop_spark_jvm(spark) -> None:
     SparkContext._jvm = None
 
 
-def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], categories: dict[str, str]) -> None:
+def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], categories: dict[str, str]) -> list[str]:
+    """A click refreshes the user's list (fold-in, or fallback before any model passed the gate); a closed job
+    leaves it. Returns what did not happen (empty: everything)."""
     import threading
 
     from kafka import KafkaProducer
@@ -240,7 +261,7 @@ def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], ca
         while not ready.wait(0.2):
             if not worker.is_alive() or time.monotonic() > deadline:
                 print("   the speed layer did not start")
-                return
+                return ["the speed layer did not start, so no click refreshed a list"]
         user = DEMO_USERS[0]
 
         def click_and_wait(job: str, event_type: str) -> dict | None:
@@ -259,11 +280,16 @@ def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], ca
             return None
 
         # the user applies to the job at the top of their list
-        job = lists[user]["items"][0]["job_id"]
+        listed = (lists.get(user) or {}).get("items") or []
+        if not listed:
+            return [f"user {user} has no list on the topic, so no click refreshed it"]
+        job = listed[0]["job_id"]
         print(f"   user {user} applies to job {job} ({categories.get(job, '?')})")
         fresh = click_and_wait(job, "apply")
         if fresh is None:
-            return
+            return [f"no refreshed list (fold-in or fallback) arrived within 30 s of user {user}'s click"]
+        if not fresh["items"]:
+            return [f"user {user}'s refreshed list is empty"]
         # the employer closes the job now at the top: no list computed from now on may contain it
         closed = fresh["items"][0]["job_id"]
         send_job_events(producer, cfg.kafka.jobs_topic, [make_job_event(closed, "closed")])
@@ -272,9 +298,11 @@ def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], ca
             time.sleep(0.05)
         print(f"\n   job {closed} is closed (a job event on {cfg.kafka.jobs_topic}); user {user} views job {job} again")
         after = click_and_wait(job, "view")
-        if after is not None:
-            still = closed in [i["job_id"] for i in after["items"]]
-            print(f"   job {closed} in the new list: {'YES (unexpected)' if still else 'no'}")
+        if after is None:
+            return [f"no refreshed list arrived within 30 s of user {user}'s click after the close"]
+        still = closed in [i["job_id"] for i in after["items"]]
+        print(f"   job {closed} in the new list: {'YES (unexpected)' if still else 'no'}")
+        return [f"closed job {closed} is still in user {user}'s list"] if still else []
     finally:
         # the speed layer closes its consumer and producer as it returns
         stop.set()
