@@ -200,11 +200,14 @@ def search_params(
         row = _row(trial.number, state, model.params, ndcg if state == "complete" else None, time.monotonic() - t0)
         row["reached_iter"], row["ndcg_at_stop"] = model.iterations_done, round(ndcg, 6)
         rows.append(row)
-        if state == "complete" and ndcg > best[0]:
+        improved = state == "complete" and ndcg > best[0]
+        if improved:
             if ndcg > best[0] + MIN_GAIN:
                 last_gain = trial.number
             best = (ndcg, model.params)
-        _print_progress(out, row, best[0], pop, time.monotonic() - started, budget_seconds)
+        # a line for each new best and every tenth trial: progress without a line per trial
+        if improved or trial.number % 10 == 0:
+            _print_progress(out, row, best[0], pop, time.monotonic() - started, budget_seconds)
         if on_trial:
             on_trial(row)
         if state != "complete":
