@@ -7,8 +7,9 @@ trials at the same step stops there. The scales:
 - alpha and lambda are searched on log scales; for the linear form alpha is per unit of the data's median
   strength (a play-count log whose median is 40 needs an alpha 40 times smaller than a click log whose median is
   1), and the log form's epsilon is a multiple of that median;
-- the first trials are the configured parameters and one midpoint per confidence form, so the search starts from
-  what a user set and never chooses worse than it on validation.
+- the first trials are a midpoint of the binary and the log form (they hold up on any count shape, so a budget
+  that ends after a few trials on a large file has tried them), then the configured parameters (so the search
+  never chooses worse than what a user set, on validation), then a midpoint of the other forms.
 The caller splits the data; this module never sees the test split.
 """
 
@@ -136,13 +137,17 @@ def _starting_points(base: AlsParams, space: SearchSpace, median: float) -> list
     }
     if configured["confidence"] == "log":
         configured["epsilon"] = clip(base.epsilon / median, space.epsilon)
-    points = [configured]
+    midpoints: dict[str, dict[str, Any]] = {}
     for form in space.forms:
         point: dict[str, Any] = {"confidence": form, "alpha": 5.0, "reg_param": 1.0, "rank": rank, "max_iter": 15}
         if form == "log":
             point["epsilon"] = 1.0
-        points.append(point)
-    return points
+        midpoints[form] = point
+    # the forms that hold up on any count shape first, so that a budget that ends after a few trials on a large
+    # file has tried them; then the configured params; then the rest
+    first = [midpoints[f] for f in ("binary", "log") if f in midpoints]
+    rest = [p for f, p in midpoints.items() if f not in ("binary", "log")]
+    return [*first, configured, *rest]
 
 
 def search_params(
