@@ -159,21 +159,23 @@ def gated_retrain_single_node(
         return users, jobs, p, val, decide(val["ndcg"], pop["ndcg"], serving, gate.tolerance, gate.k)
 
     searched = False
+    # where this model's params come from; "search" once a search's winner is used
+    source = "configured params" if tuning.due else tuning.reason
     if tuning.due:
         log.info("tuning first: %s", tuning.reason)
         result = search()
         searched = True
         if result is not None:
-            params = replace(result.best, reference_time=reference_time)
+            params, source = replace(result.best, reference_time=reference_time), "search"
     users, jobs, params, val, decision = validate(params)
     if not decision.publish and not searched and tuning.on_rejection:
         log.warning("model rejected (%s); tuning and validating again", decision.reason)
         result = search()
         searched = True
         if result is not None:
-            params = replace(result.best, reference_time=reference_time)
+            params, source = replace(result.best, reference_time=reference_time), "search"
             users, jobs, params, val, decision = validate(params)
-    extra["params_source"] = "search" if searched and "search" in extra else tuning.reason
+    extra["params_source"] = source
     metrics = {"k": gate.k, "validation": _clean(val), "popularity": _clean(pop), "gate": decision.reason}
     log.info("validation@%d: model %s; popularity %s", gate.k, metrics["validation"], metrics["popularity"])
     if decision.publish and gate.refit:
