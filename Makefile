@@ -42,10 +42,11 @@ lint: setup  ## ruff (lint and format) and mypy on the installed namespace
 	@mkdir -p .cache/typecheck/jobrec && for f in schemas batch streaming; do ln -sfn ../../../$$f .cache/typecheck/jobrec/$$f; done
 	$(BIN)/mypy
 
-bench: setup  ## benchmarks that print figures (ingest rate, retrain time, HTTP API rate and latency)
+bench: setup  ## benchmarks that print figures (ingest rate, retrain time, HTTP API rate and latency, engines vs implicit)
 	$(BIN)/jobrec bench ingest
 	$(BIN)/jobrec bench retrain
 	$(BIN)/jobrec bench api --seconds 15
+	$(BIN)/jobrec bench engines
 
 clean:  ## remove local state (Kafka data, Delta tables, checkpoints), keep venv and jar cache
 	rm -rf .local

@@ -120,3 +120,19 @@ def test_bench_category_cap_measures_every_cap(tiny: tuple[Path, Path]) -> None:
     assert [r["max_per_category"] for r in rows] == [0, 2] and all(r["users"] > 0 for r in rows)
     # two categories and a cap of 2: no list of 10 can have more than 2 of one (so it is short), shares <= 1
     assert all(0 < r["largest_category_share"] <= 1 for r in rows)
+
+
+def test_bench_engines_measures_both_sides_on_both_files(tiny: tuple[Path, Path]) -> None:
+    seed, config = tiny
+    figures = _bench(
+        config,
+        "engines",
+        *("--pairs", "20000", "--users", "2000", "--jobs", "500", "--seed-dir", str(seed)),
+    )
+    # the tiny seed: 80 users x 8 distinct jobs with clicks > 0; the synthetic file: 20,000 distinct pairs of 2,000
+    # users, every user with at least 2 pairs, so every user of either file gets a list from each side
+    for name, pairs, users in (("seed", 640, 80), ("synthetic", 20_000, 2_000)):
+        got = figures[name]
+        assert got["pairs"] == pairs
+        assert got["lists_published"] == got["offline_users"] == got["reference_users"] == users
+        assert got["retrain_publish_ratio"] > 0 and got["offline_ratio"] > 0
