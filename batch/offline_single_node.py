@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 import time
@@ -71,26 +70,47 @@ def _fit(params: AlsParams, data: InteractionMatrix) -> tuple[np.ndarray, np.nda
 
 
 def write_top_k(out: str, data: InteractionMatrix, users: np.ndarray, jobs: np.ndarray, k: int) -> int:
-    """Every user's k best unseen jobs as user_id,job_id,rank,score; returns the number of users written."""
+    """Every user's k best unseen jobs as user_id,job_id,rank,score (scores rounded to 6 decimals); returns the
+    number of users written. Columns are gathered per block of users and written by Arrow's CSV writer."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     Path(out).parent.mkdir(parents=True, exist_ok=True)
+    user_col, job_col, rank_col, score_col = [], [], [], []
     written = 0
-    job_ids = data.job_ids
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["user_id", "job_id", "rank", "score"])
-        for lo in range(0, data.n_users, USERS_PER_BLOCK):
-            hi = min(data.n_users, lo + USERS_PER_BLOCK)
-            scores = np.asarray(users[lo:hi] @ jobs.T, dtype=np.float64)
-            raw = scores.copy()
-            best = top_k_of_scores(scores, data.strength[lo:hi], k)
-            for offset, row in enumerate(best):
-                user = data.user_ids[lo + offset]
-                picked = row[row >= 0]
-                if len(picked):
-                    written += 1
-                w.writerows(
-                    (user, job_ids[j], rank, f"{raw[offset, j]:.6f}") for rank, j in enumerate(picked.tolist(), 1)
-                )
+    ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), USERS_PER_BLOCK)
+    job_matrix = np.asarray(jobs, dtype=np.float32)
+    for lo in range(0, data.n_users, USERS_PER_BLOCK):
+        hi = min(data.n_users, lo + USERS_PER_BLOCK)
+        # float32, the factors' precision; masking only touches seen jobs, never a picked one's score
+        scores = np.asarray(users[lo:hi], dtype=np.float32) @ job_matrix.T
+        best = top_k_of_scores(scores, data.strength[lo:hi], k)
+        picked = best >= 0
+        written += int(picked.any(axis=1).sum())
+        rows = np.repeat(np.arange(hi - lo), k).reshape(hi - lo, k)
+        user_col.append(np.repeat(data.user_ids[lo:hi], k).reshape(hi - lo, k)[picked])
+        job_col.append(data.job_ids[best[picked]])
+        rank_col.append(ranks[: (hi - lo) * k].reshape(hi - lo, k)[picked])
+        score_col.append(np.round(scores[rows[picked], best[picked]].astype(np.float64), 6))
+    table = pa.table(
+        {
+            "user_id": pa.array(np.concatenate(user_col).tolist() if user_col else [], pa.string()),
+            "job_id": pa.array(np.concatenate(job_col).tolist() if job_col else [], pa.string()),
+            "rank": pa.array(np.concatenate(rank_col) if rank_col else np.empty(0, np.int32)),
+            "score": pa.array(np.concatenate(score_col) if score_col else np.empty(0)),
+        }
+    )
+    def write(quoting: str) -> None:
+        with pa.OSFile(out, "wb") as sink:
+            sink.write(b"user_id,job_id,rank,score\n")
+            pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
+
+    try:
+        # plain fields, as csv.writer writes them; an id with the separator, a quote or a line break in it makes
+        # Arrow refuse, and then every string is quoted
+        write("none")
+    except pa.ArrowInvalid:
+        write("needed")
     return written
 
 

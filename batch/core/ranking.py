@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from jobrec.batch.core.top_n import top_k_sorted
+
 BLOCK = 1024
 METRICS = ("ndcg", "precision", "recall", "map")
 
@@ -19,32 +21,12 @@ METRICS = ("ndcg", "precision", "recall", "map")
 def top_k_of_scores(scores: np.ndarray, seen: sp.csr_matrix, k: int, excluded: np.ndarray | None = None) -> np.ndarray:
     """Row i's k best job indices by score, descending (ties by the lower index), never a job seen in row i of
     `seen` nor one `excluded`; -1 pads a row with fewer than k allowed jobs. `scores` is overwritten."""
-    n_rows, n_jobs = scores.shape
+    n_rows = scores.shape[0]
     rows = np.repeat(np.arange(n_rows), np.diff(seen.indptr))
     scores[rows, seen.indices] = -np.inf
     if excluded is not None and excluded.any():
         scores[:, excluded] = -np.inf
-    k_eff = min(k, n_jobs)
-    if k_eff <= 0:
-        return np.full((n_rows, k), -1, dtype=np.int64)
-    if k_eff < n_jobs:
-        # the k-th best score of each row; all above it are in, and of those equal to it the lowest indices, so
-        # that ties at the boundary break by index as the full stable sort would
-        threshold = -np.partition(-scores, k_eff - 1, axis=1)[:, k_eff - 1 : k_eff]
-        above = scores > threshold
-        tied = scores == threshold
-        need = k_eff - above.sum(axis=1, keepdims=True)
-        chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
-        part = np.nonzero(chosen)[1].reshape(n_rows, k_eff)
-    else:
-        part = np.tile(np.arange(n_jobs), (n_rows, 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    best = np.take_along_axis(part, order, axis=1)
-    best[np.isneginf(np.take_along_axis(part_scores, order, axis=1))] = -1
-    if k_eff < k:
-        best = np.hstack([best, np.full((n_rows, k - k_eff), -1, dtype=best.dtype)])
-    return best.astype(np.int64)
+    return top_k_sorted(scores, k)
 
 
 def metrics_of_ranked(ranked: np.ndarray, held: sp.csr_matrix, k: int) -> dict[str, np.ndarray]:
@@ -100,8 +82,8 @@ def _evaluate(score_block, seen: sp.csr_matrix, held: sp.csr_matrix, k: int, exc
     n = len(has_held)
     for lo in range(0, n, BLOCK):
         hi = min(n, lo + BLOCK)
-        # a fresh float64 block: top_k_of_scores writes -inf into it
-        scores = np.array(score_block(has_held[lo:hi]), dtype=np.float64)
+        # a fresh block in the factors' precision: top_k_of_scores writes -inf into it
+        scores = np.array(score_block(has_held[lo:hi]))
         ranked = top_k_of_scores(scores, seen[lo:hi], k, excluded)
         for name, values in metrics_of_ranked(ranked, held[lo:hi], k).items():
             totals[name] += float(values.sum())
