@@ -24,14 +24,24 @@ def _best_in_order(row: np.ndarray, m: int) -> np.ndarray:
 
 def top_k_sorted(scores: np.ndarray, k: int) -> np.ndarray:
     """Each row's k best column indices by score, descending, ties by the lower index (as a stable sort of the whole
-    row would give); -1 where a row has fewer than k finite scores (-inf = not allowed). One partition of the block,
-    and the exact tie rule only for the rare rows whose k-th score is tied beyond the partition's pick."""
+    row would give); -1 where a row has fewer than k finite scores (-inf = not allowed). One partition of the block
+    (of the scores themselves: a negated copy of the block would cost as much again), and the exact tie rule only
+    for the rare rows tied at the boundary."""
     n_rows, n_cols = scores.shape
     k_eff = min(k, n_cols)
     if k_eff <= 0 or n_rows == 0:
         return np.full((n_rows, max(k, 0)), -1, dtype=np.int64)
+    best = _top_k_exact(scores, k_eff)
+    if k_eff < k:
+        best = np.hstack([best, np.full((n_rows, k - k_eff), -1, dtype=np.int64)])
+    return best
+
+
+def _top_k_exact(scores: np.ndarray, k_eff: int) -> np.ndarray:
+    n_rows, n_cols = scores.shape
     if k_eff < n_cols:
-        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+        # the top k at the end of a partition of the scores themselves: no negated copy of the block
+        part = np.argpartition(scores, n_cols - k_eff, axis=1)[:, n_cols - k_eff :]
         part_scores = np.take_along_axis(scores, part, axis=1)
         threshold = part_scores.min(axis=1)
         tied_in_row = np.count_nonzero(scores == threshold[:, None], axis=1)
@@ -47,8 +57,6 @@ def top_k_sorted(scores: np.ndarray, k: int) -> np.ndarray:
     order = np.lexsort((part, -part_scores), axis=1)
     best = np.take_along_axis(part, order, axis=1).astype(np.int64)
     best[np.isneginf(np.take_along_axis(part_scores, order, axis=1))] = -1
-    if k_eff < k:
-        best = np.hstack([best, np.full((n_rows, k - k_eff), -1, dtype=np.int64)])
     return best
 
 
