@@ -226,8 +226,8 @@ def run_offline_process(
         settings = OfflineSettings(
             k=k,
             tune=tune,
-            budget_seconds=budget_seconds or cfg.retrain.tune_budget_seconds,
-            max_trials=max_trials or cfg.retrain.tune_max_trials,
+            budget_seconds=cfg.retrain.tune_budget_seconds if budget_seconds is None else budget_seconds,
+            max_trials=cfg.retrain.tune_max_trials if max_trials is None else max_trials,
             binary=binary,
             validation_share=cfg.gate.validation_share,
             eval_users=cfg.gate.eval_users,
@@ -266,8 +266,8 @@ def run_evaluate(
             als_params(cfg),
             out,
             tune=tune,
-            budget_seconds=budget_seconds or cfg.retrain.tune_budget_seconds,
-            max_trials=max_trials or cfg.retrain.tune_max_trials,
+            budget_seconds=cfg.retrain.tune_budget_seconds if budget_seconds is None else budget_seconds,
+            max_trials=cfg.retrain.tune_max_trials if max_trials is None else max_trials,
             seed=cfg.gate.seed,
             eval_users=cfg.gate.eval_users,
         )

@@ -1,15 +1,18 @@
 """AutoML for the ALS model: a budgeted search over the confidence form, alpha, lambda, rank and iterations,
 choosing on a validation split only.
 
-The search is Optuna's TPE sampler with a median pruner: each trial trains the single-machine engine in steps of
-PRUNE_STEP sweeps, reports validation NDCG@k after each step, and a trial running below the median of earlier
-trials at the same step stops there. The scales:
+Which confidence form fits is the first question about a data set (random click counts want binary, play counts
+in the hundred thousands log, ratings linear), and a single sampler that finds one form good early keeps sampling
+it. So each form has its own study (Optuna's TPE sampler and a median pruner), and a schedule shares the trials:
+ROUND_ROBIN rounds give every form the same number, then the form with the best validation NDCG gets two trials
+in three and the others take turns with the third. A trial trains the single-machine engine in steps of
+PRUNE_STEP sweeps, reports validation NDCG@k after each, and stops when it runs below the median of its form's
+earlier trials at that step. The scales:
 - alpha and lambda are searched on log scales; for the linear form alpha is per unit of the data's median
   strength (a play-count log whose median is 40 needs an alpha 40 times smaller than a click log whose median is
   1), and the log form's epsilon is a multiple of that median;
-- the first trials are a midpoint of the binary and the log form (they hold up on any count shape, so a budget
-  that ends after a few trials on a large file has tried them), then the configured parameters (so the search
-  never chooses worse than what a user set, on validation), then a midpoint of the other forms.
+- the first trial is the configured parameters (so the search never chooses worse than what a user set, on
+  validation, once that trial completes), then a midpoint of each other form.
 The caller splits the data; this module never sees the test split.
 """
 
@@ -33,6 +36,8 @@ from jobrec.batch.core.ranking import evaluate_factors, evaluate_popularity
 log = logging.getLogger(__name__)
 
 PRUNE_STEP = 5
+# rounds in which every confidence form gets a trial in turn, before the best form gets most of them
+ROUND_ROBIN = 5
 # a search stops early after this many trials in a row that did not improve the best by MIN_GAIN: on small data
 # the space is explored long before the budget ends
 PATIENCE = 60
@@ -58,9 +63,10 @@ class SearchSpace:
     ranks: tuple[int, ...] = RANKS
     max_iter: tuple[int, int] = (5, 30)
     # alpha per unit of median strength (linear) or as it is (log, binary)
-    alpha: tuple[float, float] = (0.05, 200.0)
-    # the implicit engine's lambda (not scaled by the number of pairs)
-    reg_param: tuple[float, float] = (1e-3, 100.0)
+    alpha: tuple[float, float] = (0.01, 1000.0)
+    # the implicit engine's lambda (not scaled by the number of pairs): the best one measured sits between 10 (the
+    # seed: 150 pairs per user) and 100 (planted data, 10 pairs per user)
+    reg_param: tuple[float, float] = (1e-2, 1e3)
     # the log form's epsilon as a multiple of the median strength
     epsilon: tuple[float, float] = (0.01, 100.0)
 
@@ -101,8 +107,7 @@ def _median_strength(train: InteractionMatrix) -> float:
     return float(np.median(data)) if len(data) else 1.0
 
 
-def _suggest(trial, space: SearchSpace, base: AlsParams, median: float) -> AlsParams:
-    form = trial.suggest_categorical("confidence", list(space.forms))
+def _suggest(trial, form: str, space: SearchSpace, base: AlsParams, median: float) -> AlsParams:
     a = trial.suggest_float("alpha", *space.alpha, log=True)
     lam = trial.suggest_float("reg_param", *space.reg_param, log=True)
     rank = trial.suggest_categorical("rank", list(space.ranks))
@@ -119,35 +124,42 @@ def _suggest(trial, space: SearchSpace, base: AlsParams, median: float) -> AlsPa
     )
 
 
-def _starting_points(base: AlsParams, space: SearchSpace, median: float) -> list[dict[str, Any]]:
-    """Trial values for the configured params (clipped into the space) and a midpoint per form."""
+def _starting_points(base: AlsParams, space: SearchSpace, median: float) -> dict[str, list[dict[str, Any]]]:
+    """Per form, the trial values to try first: the configured params (clipped into the space) for their form,
+    and a midpoint for every form."""
 
     def clip(v: float, lo_hi: tuple[float, float]) -> float:
         return float(min(max(v, lo_hi[0]), lo_hi[1]))
 
-    step = PRUNE_STEP
-    iters = int(min(max(round(base.max_iter / step) * step, space.max_iter[0]), space.max_iter[1]))
+    iters = int(min(max(round(base.max_iter / PRUNE_STEP) * PRUNE_STEP, space.max_iter[0]), space.max_iter[1]))
     rank = min(space.ranks, key=lambda r: abs(r - base.rank))
-    configured = {
-        "confidence": base.confidence if base.confidence in space.forms else space.forms[0],
-        "alpha": clip(base.alpha * median if base.confidence == "linear" else base.alpha, space.alpha),
-        "reg_param": clip(base.reg_param, space.reg_param),
-        "rank": rank,
-        "max_iter": iters,
-    }
-    if configured["confidence"] == "log":
-        configured["epsilon"] = clip(base.epsilon / median, space.epsilon)
-    midpoints: dict[str, dict[str, Any]] = {}
-    for form in space.forms:
-        point: dict[str, Any] = {"confidence": form, "alpha": 5.0, "reg_param": 1.0, "rank": rank, "max_iter": 15}
+    points: dict[str, list[dict[str, Any]]] = {form: [] for form in space.forms}
+    if base.confidence in points:
+        configured: dict[str, Any] = {
+            "alpha": clip(base.alpha * median if base.confidence == "linear" else base.alpha, space.alpha),
+            "reg_param": clip(base.reg_param, space.reg_param),
+            "rank": rank,
+            "max_iter": iters,
+        }
+        if base.confidence == "log":
+            configured["epsilon"] = clip(base.epsilon / median, space.epsilon)
+        points[base.confidence].append(configured)
+    for form, form_points in points.items():
+        midpoint: dict[str, Any] = {"alpha": 5.0, "reg_param": 10.0, "rank": rank, "max_iter": 15}
         if form == "log":
-            point["epsilon"] = 1.0
-        midpoints[form] = point
-    # the forms that hold up on any count shape first, so that a budget that ends after a few trials on a large
-    # file has tried them; then the configured params; then the rest
-    first = [midpoints[f] for f in ("binary", "log") if f in midpoints]
-    rest = [p for f, p in midpoints.items() if f not in ("binary", "log")]
-    return [*first, configured, *rest]
+            midpoint["epsilon"] = 1.0
+        form_points.append(midpoint)
+    return points
+
+
+def _schedule(forms: tuple[str, ...], first: str, n: int, best_form: str | None) -> str:
+    """The form of the n-th trial (0-based): round robin from `first`, then two in three for the best form."""
+    order = [first, *[f for f in forms if f != first]]
+    if n < ROUND_ROBIN * len(order) or best_form is None or len(order) == 1:
+        return order[n % len(order)]
+    others = [f for f in order if f != best_form]
+    m = n - ROUND_ROBIN * len(order)
+    return best_form if m % 3 != 2 else others[(m // 3) % len(others)]
 
 
 def search_params(
@@ -174,21 +186,29 @@ def search_params(
     seen, held = train.strength, validation.strength
     eval_rows = np.flatnonzero(np.diff(held.indptr) > 0)
     pop = evaluate_popularity(train.users_per_job(), seen, held, k)["ndcg"]
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=8),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
-    )
-    for point in _starting_points(base, space, median):
-        study.enqueue_trial(point, skip_if_exists=True)
+    studies = {
+        form: optuna.create_study(
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=base.seed + n, n_startup_trials=5),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+        )
+        for n, form in enumerate(space.forms)
+    }
+    for form, points in _starting_points(base, space, median).items():
+        for point in points:
+            studies[form].enqueue_trial(point, skip_if_exists=True)
+    first = base.confidence if base.confidence in studies else space.forms[0]
     rows: list[dict[str, Any]] = []
     best: tuple[float, AlsParams] = (-math.inf, base)
+    best_by_form: dict[str, float] = {}
     last_gain = 0
 
-    def objective(trial) -> float:
+    def run_trial(number: int, form: str) -> None:
         nonlocal best, last_gain
+        study = studies[form]
+        trial = study.ask()
         t0 = time.monotonic()
-        params = _suggest(trial, space, base, median)
+        params = _suggest(trial, form, space, base, median)
         model = ImplicitAls(params, confidence_matrix(train, params))
         ndcg = float("nan")
         state = "complete"
@@ -202,32 +222,34 @@ def search_params(
             if model.iterations_done < params.max_iter and (trial.should_prune() or time.monotonic() > deadline):
                 state = "pruned" if trial.should_prune() else "stopped"
                 break
-        row = _row(trial.number, state, model.params, ndcg if state == "complete" else None, time.monotonic() - t0)
+        if state == "complete":
+            study.tell(trial, ndcg)
+            best_by_form[form] = max(best_by_form.get(form, -math.inf), ndcg)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        row = _row(number, state, model.params, ndcg if state == "complete" else None, time.monotonic() - t0)
         row["reached_iter"], row["ndcg_at_stop"] = model.iterations_done, round(ndcg, 6)
         rows.append(row)
         improved = state == "complete" and ndcg > best[0]
         if improved:
             if ndcg > best[0] + MIN_GAIN:
-                last_gain = trial.number
+                last_gain = number
             best = (ndcg, model.params)
         # a line for each new best and every tenth trial: progress without a line per trial
-        if improved or trial.number % 10 == 0:
+        if improved or number % 10 == 0:
             _print_progress(out, row, best[0], pop, time.monotonic() - started, budget_seconds)
         if on_trial:
             on_trial(row)
-        if state != "complete":
-            raise optuna.TrialPruned()
-        return ndcg
 
-    def out_of_time(study, trial) -> None:
-        if time.monotonic() > deadline:
-            study.stop()
-        elif trial.number - last_gain >= PATIENCE:
+    for number in range(max_trials):
+        if time.monotonic() >= deadline:
+            break
+        if number - last_gain >= PATIENCE:
             if out is not None:
                 print(f"search: no gain of {MIN_GAIN} in the last {PATIENCE} trials; stopping early", file=out)
-            study.stop()
-
-    study.optimize(objective, n_trials=max_trials, timeout=budget_seconds, callbacks=[out_of_time])
+            break
+        best_form = max(best_by_form, key=lambda f: best_by_form[f]) if best_by_form else None
+        run_trial(number, _schedule(space.forms, first, number, best_form))
     result = SearchResult(best[1], best[0], pop, rows, time.monotonic() - started)
     if out is not None:
         print(

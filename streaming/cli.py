@@ -238,14 +238,30 @@ def _grid(args: argparse.Namespace):
     )
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 (got {text})")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {text})")
+    return value
+
+
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget",
-        type=float,
+        type=_positive_float,
         metavar="SECONDS",
         help="time the search may take (default retrain.tune_budget_seconds of the config, 40)",
     )
-    p.add_argument("--max-trials", type=int, help="most trials of the search (default retrain.tune_max_trials, 200)")
+    p.add_argument(
+        "--max-trials", type=_positive_int, help="most trials of the search (default retrain.tune_max_trials, 200)"
+    )
 
 
 def _add_grid_options(p: argparse.ArgumentParser) -> None:
