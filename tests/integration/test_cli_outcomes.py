@@ -37,14 +37,12 @@ def write_clicks(path: Path, rows: list[tuple[int, int, int]]) -> Path:
 
 def test_a_rejected_first_model_says_rejected_and_why_and_exits_4(pipeline, tmp_path: Path) -> None:
     cfg, config = pipeline
-    # clicks with no taste in them: every user draws jobs from the same heavy-tailed popularity, so popularity is
-    # the best ranking there is and a rank-32 model of this noise cannot beat it: the gate must reject it
-    rng = random.Random(3)
-    jobs, weights = list(range(1, 301)), [1.0 / rank**1.1 for rank in range(1, 301)]
-    rows = []
-    for user in range(1, 301):
-        for job in set(rng.choices(jobs, weights, k=15)):
-            rows.append((user, job, 1))
+    # every user clicks a prefix of one popularity order (jobs 1, 2, 3, ... in that order of popularity): any
+    # held-out job of a user is more popular than every job beyond the user's prefix, so popularity ranks the
+    # held-out jobs first (validation NDCG@10 exactly 1.0), no model can beat it, and the gate must reject it.
+    # (Clicks drawn at random from a popularity skew were not enough: a tuned model tied popularity and passed by a
+    # hair, 0.4197 against 0.4189.)
+    rows = [(user, job, 1) for user in range(1, 301) for job in range(1, 4 + user % 12)]
     csv_path = write_clicks(tmp_path / "noise.csv", rows)
 
     done = jobrec(config, "load", str(csv_path))

@@ -42,7 +42,12 @@ def run_offline(
                 w.writerow([u, (u + 3 * j) % 20, 1])
     # the integration tests' configs say ERROR, which would hide what is tested here
     config = write_config(
-        folder / "cfg", "unused:9092", "quiet", als={"rank": 4, "max_iter": 3}, spark={"log_level": spark_level}
+        folder / "cfg",
+        "unused:9092",
+        "quiet",
+        # the Spark engine: offline on the implicit engine starts no JVM, and the JVM's output is what is tested
+        als={"rank": 4, "max_iter": 3, "engine": "spark"},
+        spark={"log_level": spark_level},
     )
     command = [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(config), *log_level, "offline"]
     command += ["--interactions", str(folder / "in.csv"), "--out", str(folder / "out.csv"), "--k", "3"]
