@@ -22,11 +22,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from jobrec.batch.backfill import CsvLayout
-from jobrec.batch.core.als_implicit import ImplicitAls, for_implicit
+from jobrec.batch.core.als_implicit import for_implicit, train_on_matrix
 from jobrec.batch.core.interaction_matrix import (
     InteractionMatrix,
     build_matrix,
-    confidence_matrix,
     holdout_mask,
     sample_users,
 )
@@ -63,12 +62,6 @@ def read_matrix(path: str, layout: CsvLayout, binary: bool, weight: float) -> tu
     return build_matrix(table.user_ids, table.job_ids, table.counts * weight), stats
 
 
-def _fit(params: AlsParams, data: InteractionMatrix) -> tuple[np.ndarray, np.ndarray, AlsParams]:
-    model = ImplicitAls(params, confidence_matrix(data, params))
-    model.fit_more(params.max_iter)
-    return model.user_factors(), model.job_factors(), model.params
-
-
 def write_top_k(out: str, data: InteractionMatrix, users: np.ndarray, jobs: np.ndarray, k: int) -> int:
     """Every user's k best unseen jobs as user_id,job_id,rank,score (scores rounded to 6 decimals); returns the
     number of users written. Columns are gathered per block of users and written by Arrow's CSV writer."""
@@ -100,6 +93,7 @@ def write_top_k(out: str, data: InteractionMatrix, users: np.ndarray, jobs: np.n
             "score": pa.array(np.concatenate(score_col) if score_col else np.empty(0)),
         }
     )
+
     def write(quoting: str) -> None:
         with pa.OSFile(out, "wb") as sink:
             sink.write(b"user_id,job_id,rank,score\n")
@@ -147,7 +141,7 @@ def run_offline_single_node(
                 "the search completed no trial in %.0f s: keeping %s", settings.budget_seconds, describe(params)
             )
     if not settings.tune or not table or table[0]["val_ndcg"] is None:
-        users, jobs, params = _fit(params, train)
+        users, jobs, params = train_on_matrix(params, train)
         val_ndcg = evaluate_factors(users, jobs, train.strength, validation.strength, settings.k)["ndcg"]
     verdict = (
         f"validation NDCG@{settings.k} {val_ndcg:.4f} against popularity's {pop:.4f} on the same split "
@@ -162,7 +156,7 @@ def run_offline_single_node(
             verdict,
         )
     fit_started = time.monotonic()
-    users, jobs, params = _fit(params, data)
+    users, jobs, params = train_on_matrix(params, data)
     fit_s = time.monotonic() - fit_started
     n_users = write_top_k(out, data, users, jobs, settings.k)
     log.info("wrote the top %d of %d users to %s", settings.k, n_users, out)

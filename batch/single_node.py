@@ -21,12 +21,11 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobrec.batch.core.als_implicit import ImplicitAls, for_implicit
+from jobrec.batch.core.als_implicit import for_implicit, train_on_matrix
 from jobrec.batch.core.gate import GateDecision, decide
 from jobrec.batch.core.interaction_matrix import (
     InteractionMatrix,
     build_matrix,
-    confidence_matrix,
     holdout_mask,
     sample_users,
 )
@@ -89,9 +88,8 @@ def _clean(metrics: dict[str, float]) -> dict[str, float | None]:
 
 def _fit(params: AlsParams, data: InteractionMatrix) -> tuple[np.ndarray, np.ndarray, AlsParams, float]:
     started = time.monotonic()
-    model = ImplicitAls(params, confidence_matrix(data, params))
-    model.fit_more(params.max_iter)
-    return model.user_factors(), model.job_factors(), model.params, time.monotonic() - started
+    users, jobs, params = train_on_matrix(params, data)
+    return users, jobs, params, time.monotonic() - started
 
 
 def gated_retrain_single_node(

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from jobrec.batch.core.interaction_matrix import InteractionMatrix, confidence_matrix
 from jobrec.batch.core.params import REG_SCALING, AlsParams
 
 ENGINE = "implicit"
@@ -75,6 +76,11 @@ class ImplicitAls:
         self._model._YtY = None  # the job factors moved since it was cached
         with threadpool_limits(1, "blas"):
             return np.asarray(self._model.recalculate_user(rows, self.confidence[rows]))
+
+
+def train_on_matrix(params: AlsParams, data: InteractionMatrix) -> tuple[np.ndarray, np.ndarray, AlsParams]:
+    """(user factors, job factors, params as recorded) trained on the matrix's pairs."""
+    return train_implicit(params, confidence_matrix(data, params))
 
 
 def train_implicit(params: AlsParams, confidence: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, AlsParams]:

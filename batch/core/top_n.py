@@ -73,21 +73,27 @@ def capped_top(row: np.ndarray, n: int, categories: np.ndarray | None, max_per_c
         return _best_in_order(row, min(n, available))
     m = min(available, 4 * n)
     while True:
-        ordered = _best_in_order(row, m)
-        taken: list[int] = []
-        per_category: dict[int, int] = {}
-        for i in ordered.tolist():
-            c = int(categories[i])
-            if c != NO_CATEGORY:
-                if per_category.get(c, 0) >= max_per_category:
-                    continue
-                per_category[c] = per_category.get(c, 0) + 1
-            taken.append(i)
-            if len(taken) == n:
-                break
+        taken = _greedy_cap(_best_in_order(row, m), n, categories, max_per_category)
         if len(taken) == n or m == available:
             return np.asarray(taken, dtype=np.int64)
         m = min(available, 4 * m)
+
+
+def _greedy_cap(ordered: np.ndarray, n: int, categories: np.ndarray, max_per_category: int) -> list[int]:
+    """The first n of `ordered` (best first) taking at most max_per_category of a category: the best list under
+    the cap among them. Fewer than n when `ordered` runs out."""
+    taken: list[int] = []
+    per_category: dict[int, int] = {}
+    for i in ordered.tolist():
+        c = int(categories[i])
+        if c != NO_CATEGORY:
+            if per_category.get(c, 0) >= max_per_category:
+                continue
+            per_category[c] = per_category.get(c, 0) + 1
+        taken.append(i)
+        if len(taken) == n:
+            break
+    return taken
 
 
 def top_n_unseen(
@@ -133,16 +139,6 @@ def top_n_unseen(
 
 def _cap(ordered: np.ndarray, n: int, categories: np.ndarray, max_per_category: int) -> np.ndarray | None:
     """The first n of `ordered` under the cap, or None when they run out before n (a wider search is needed)."""
-    taken: list[int] = []
-    per_category: dict[int, int] = {}
-    for i in ordered.tolist():
-        c = int(categories[i])
-        if c != NO_CATEGORY:
-            if per_category.get(c, 0) >= max_per_category:
-                continue
-            per_category[c] = per_category.get(c, 0) + 1
-        taken.append(i)
-        if len(taken) == n:
-            return np.asarray(taken, dtype=np.int64)
-    # all of the row's allowed items were among `ordered`: what was taken is all there is
-    return np.asarray(taken, dtype=np.int64) if len(ordered) < 4 * n else None
+    taken = _greedy_cap(ordered, n, categories, max_per_category)
+    # fewer than n is the answer only when all of the row's allowed items were among `ordered`
+    return np.asarray(taken, dtype=np.int64) if len(taken) == n or len(ordered) < 4 * n else None
