@@ -84,14 +84,7 @@ def retrain_and_publish(spark: SparkSession, cfg: Config, bootstrap: str | None,
     if decision.publish:
         publish_model(spark, cfg, bootstrap, model.model_version)
     elif serving_model_version(spark, cfg.storage.tables_root) is None:
-        n = publish_model(spark, cfg, bootstrap, None)
-        log.warning(
-            "published popularity lists (source fallback) to %d users and for new users: no model has passed the "
-            "quality gate yet (model %s rejected: %s)",
-            n,
-            model.model_version,
-            decision.reason,
-        )
+        publish_model(spark, cfg, bootstrap, None)
     return model
 
 
@@ -105,49 +98,51 @@ def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_versio
 
     generated_at = datetime.now(timezone.utc)
     interactions = spark.read.format("delta").load(ensure_delta_table(spark, cfg.storage.tables_root, t.INTERACTIONS))
+    catalog = read_catalog_rows(spark, cfg.storage.tables_root)
     if model_version is None:
         if interactions.isEmpty():
             return 0
-        fallback = recommend_popular(
+        recs = recommend_popular(
             spark,
             interactions,
             cfg.publish.top_n,
             generated_at=generated_at,
-            catalog=read_catalog_rows(spark, cfg.storage.tables_root),
+            catalog=catalog,
             max_per_category=cfg.publish.max_per_category,
         )
-        return publish_recommendations(
+        version, source = POPULARITY_MODEL_VERSION, t.SOURCE_FALLBACK
+    else:
+        user_factors, job_factors = read_factors(spark, cfg.storage.tables_root, model_version)
+        recs = recommend_top_n(
             spark,
-            fallback,
-            cfg.storage.tables_root,
-            spark_kafka_options(cfg.kafka, bootstrap),
-            cfg.kafka.recommendations_topic,
-            POPULARITY_MODEL_VERSION,
-            generated_at,
-            source=t.SOURCE_FALLBACK,
+            user_factors,
+            job_factors,
+            interactions,
+            cfg.publish.top_n,
+            model_version=model_version,
+            generated_at=generated_at,
+            catalog=catalog,
+            max_per_category=cfg.publish.max_per_category,
+            new_user_list=True,
         )
-    user_factors, job_factors = read_factors(spark, cfg.storage.tables_root, model_version)
-    recs = recommend_top_n(
-        spark,
-        user_factors,
-        job_factors,
-        interactions,
-        cfg.publish.top_n,
-        model_version=model_version,
-        generated_at=generated_at,
-        catalog=read_catalog_rows(spark, cfg.storage.tables_root),
-        max_per_category=cfg.publish.max_per_category,
-        new_user_list=True,
-    )
-    return publish_recommendations(
+        version, source = model_version, t.SOURCE_BATCH
+    n = publish_recommendations(
         spark,
         recs,
         cfg.storage.tables_root,
         spark_kafka_options(cfg.kafka, bootstrap),
         cfg.kafka.recommendations_topic,
-        model_version,
+        version,
         generated_at,
+        source=source,
     )
+    if model_version is None:
+        log.warning(
+            "published popularity lists (source fallback) to %d users and for new users: no model has passed the "
+            "quality gate yet",
+            n,
+        )
+    return n
 
 
 def run_retrain(
@@ -175,14 +170,7 @@ def run_publish(cfg: Config, bootstrap: str, model_version: str | None) -> tuple
         if version:
             return version, publish_model(spark, cfg, bootstrap, version)
         n = publish_model(spark, cfg, bootstrap, None)
-        if not n:
-            return None, 0
-        log.warning(
-            "published popularity lists (source fallback) to %d users and for new users: no model has passed the "
-            "quality gate yet",
-            n,
-        )
-        return POPULARITY_MODEL_VERSION, n
+        return (POPULARITY_MODEL_VERSION, n) if n else (None, 0)
 
 
 def run_load(cfg: Config, csv: str, layout: CsvLayout, event_type: str, binary: bool) -> LoadReport:
