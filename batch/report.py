@@ -21,7 +21,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
 from jobrec.batch.core.als_implicit import train_implicit
-from jobrec.batch.core.evaluate import evaluate_model, evaluate_rankings, popularity_scores
+from jobrec.batch.core.evaluate import evaluate_model, evaluate_rankings, popularity_from_counts, popularity_scores
 from jobrec.batch.core.interaction_matrix import InteractionMatrix, confidence_matrix, holdout_mask, sample_users
 from jobrec.batch.core.params import AlsParams
 from jobrec.batch.core.split import train_validation_test
@@ -85,6 +85,24 @@ def run_evaluation(
     seen = {u: {j for j, _, _ in rs} for u, rs in fit_rows.items()}
     test_map = {u: {j: s for j, s, _ in rs} for u, rs in test.items()}
     pop = popularity_scores(seen, job_ids)
+    return _write_report(out_dir, users, job_ids, y, seen, test_map, pop, table, params, model.timings, by_time, k)
+
+
+def _write_report(
+    out_dir: Path,
+    users: dict[str, np.ndarray],
+    job_ids: list[str],
+    y: np.ndarray,
+    seen: dict[str, set[str]],
+    test_map: dict[str, dict[str, float]],
+    pop: np.ndarray,
+    table: list[dict[str, Any]],
+    params: AlsParams,
+    timings: dict[str, float],
+    by_time: bool,
+    k: int,
+) -> dict[str, object]:
+    """Test metrics at every k for the model and popularity, the plots, report.md and results.json."""
     results = {
         kk: {
             "model": evaluate_model(users, job_ids, y, seen, test_map, kk),
@@ -93,17 +111,20 @@ def run_evaluation(
         for kk in KS
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    _plots(out_dir, results, table, users, y, seen, job_ids)
-    report = _markdown(results, table, params, model.timings, by_time, k)
-    (out_dir / "report.md").write_text(report)
+    searched = bool(table) and "state" in table[0]
+    # the grid's table draws the rank x alpha surface; the search's, its own plot trial by trial
+    _plots(out_dir, results, [] if searched else table, users, y, seen, job_ids)
+    if searched:
+        _search_plot(out_dir / "tuning.png", table, k)
+    (out_dir / "report.md").write_text(_markdown(results, table, params, timings, by_time, k))
     (out_dir / "results.json").write_text(
         json.dumps(
-            {"params": asdict(params), "test": {str(kk): v for kk, v in results.items()}, "tuning": table},
+            {"params": params.to_record(), "test": {str(kk): v for kk, v in results.items()}, "tuning": table},
             indent=2,
             default=str,
         )
     )
-    return {"params": asdict(params), "results": results, "tuning": table}
+    return {"params": params.to_record(), "results": results, "tuning": table}
 
 
 def run_evaluation_single_node(
@@ -158,30 +179,8 @@ def run_evaluation_single_node(
         }
         for u in test_rows
     }
-    counts = rest.users_per_job().astype(np.float64)
-    n = len(job_ids)
-    pop = counts + (n - np.arange(n)) / (n + 1) / 1e6  # ties by catalog order, as popularity_scores
-    results = {
-        kk: {
-            "model": evaluate_model(users, job_ids, y, seen, test_map, kk),
-            "popularity": evaluate_rankings(lambda u: pop, job_ids, seen, test_map, kk, sorted(test_map)),
-        }
-        for kk in KS
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _plots(out_dir, results, [], users, y, seen, job_ids)
-    if table:
-        _search_plot(out_dir / "tuning.png", table, k)
-    report = _markdown(results, table, params, timings, False, k)
-    (out_dir / "report.md").write_text(report)
-    (out_dir / "results.json").write_text(
-        json.dumps(
-            {"params": params.to_record(), "test": {str(kk): v for kk, v in results.items()}, "tuning": table},
-            indent=2,
-            default=str,
-        )
-    )
-    return {"params": params.to_record(), "results": results, "tuning": table}
+    pop = popularity_from_counts(rest.users_per_job())
+    return _write_report(out_dir, users, job_ids, y, seen, test_map, pop, table, params, timings, False, k)
 
 
 def _search_plot(path: Path, trials: list[dict[str, Any]], k: int) -> None:

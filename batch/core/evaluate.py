@@ -98,8 +98,13 @@ def evaluate_model(
 def popularity_scores(train: Mapping[str, set[str]], job_ids: Sequence[str]) -> np.ndarray:
     """Number of users who interacted with each job (ties broken by catalog order)."""
     counts = Counter(j for jobs in train.values() for j in jobs)
-    n = len(job_ids)
-    return np.array([counts.get(j, 0) + (n - i) / (n + 1) / 1e6 for i, j in enumerate(job_ids)])
+    return popularity_from_counts(np.array([counts.get(j, 0) for j in job_ids], dtype=np.float64))
+
+
+def popularity_from_counts(users_per_job: np.ndarray) -> np.ndarray:
+    """Scores from users per job, in catalog order: a tie goes to the job that comes first."""
+    n = len(users_per_job)
+    return np.asarray(users_per_job, dtype=np.float64) + (n - np.arange(n)) / (n + 1) / 1e6
 
 
 def evaluate_popularity(
