@@ -78,6 +78,9 @@ class SearchResult:
     popularity_ndcg: float
     trials: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    # the winning trial's model, trained on the search's train split: a caller that needs that model (the
+    # retrain's candidate) takes it instead of training it again
+    best_model: ImplicitAls | None = None
 
     @property
     def n_complete(self) -> int:
@@ -200,11 +203,12 @@ def search_params(
     first = base.confidence if base.confidence in studies else space.forms[0]
     rows: list[dict[str, Any]] = []
     best: tuple[float, AlsParams] = (-math.inf, base)
+    best_model: ImplicitAls | None = None
     best_by_form: dict[str, float] = {}
     last_gain = 0
 
     def run_trial(number: int, form: str) -> None:
-        nonlocal best, last_gain
+        nonlocal best, best_model, last_gain
         study = studies[form]
         trial = study.ask()
         t0 = time.monotonic()
@@ -234,7 +238,7 @@ def search_params(
         if improved:
             if ndcg > best[0] + MIN_GAIN:
                 last_gain = number
-            best = (ndcg, model.params)
+            best, best_model = (ndcg, model.params), model
         # a line for each new best and every tenth trial: progress without a line per trial
         if improved or number % 10 == 0:
             _print_progress(out, row, best[0], pop, time.monotonic() - started, budget_seconds)
@@ -250,7 +254,7 @@ def search_params(
             break
         best_form = max(best_by_form, key=lambda f: best_by_form[f]) if best_by_form else None
         run_trial(number, _schedule(space.forms, first, number, best_form))
-    result = SearchResult(best[1], best[0], pop, rows, time.monotonic() - started)
+    result = SearchResult(best[1], best[0], pop, rows, time.monotonic() - started, best_model)
     if out is not None:
         print(
             f"search: {len(rows)} trials ({result.n_complete} complete, {result.n_pruned} pruned) in "

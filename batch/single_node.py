@@ -21,7 +21,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobrec.batch.core.als_implicit import for_implicit, train_on_matrix
+from jobrec.batch.core.als_implicit import ImplicitAls, for_implicit, train_on_matrix
 from jobrec.batch.core.gate import GateDecision, decide
 from jobrec.batch.core.interaction_matrix import (
     InteractionMatrix,
@@ -149,30 +149,33 @@ def gated_retrain_single_node(
             return None
         return result
 
-    def validate(p: AlsParams):
+    def validate(p: AlsParams, trained: ImplicitAls | None = None):
+        """Fit on the train split (or take the search's model of these params, fitted on the same split) and
+        score it on validation."""
         started = time.monotonic()
-        users, jobs, p, fit_s = _fit(p, train)
+        if trained is not None:
+            users, jobs, p = trained.user_factors(), trained.job_factors(), trained.params
+        else:
+            users, jobs, p, _ = _fit(p, train)
         val = evaluate_factors(users, jobs, train.strength, validation.strength, gate.k)
         timings["validate_s"] = round(time.monotonic() - started, 3)
         return users, jobs, p, val, decide(val["ndcg"], pop["ndcg"], serving, gate.tolerance, gate.k)
 
-    searched = False
     # where this model's params come from; "search" once a search's winner is used
     source = "configured params" if tuning.due else tuning.reason
+    searched, trained = False, None
     if tuning.due:
         log.info("tuning first: %s", tuning.reason)
-        result = search()
-        searched = True
+        searched, result = True, search()
         if result is not None:
-            params, source = replace(result.best, reference_time=reference_time), "search"
-    users, jobs, params, val, decision = validate(params)
+            params, source, trained = result.best, "search", result.best_model
+    users, jobs, params, val, decision = validate(params, trained)
     if not decision.publish and not searched and tuning.on_rejection:
         log.warning("model rejected (%s); tuning and validating again", decision.reason)
         result = search()
-        searched = True
         if result is not None:
-            params, source = replace(result.best, reference_time=reference_time), "search"
-            users, jobs, params, val, decision = validate(params)
+            params, source = result.best, "search"
+            users, jobs, params, val, decision = validate(params, result.best_model)
     extra["params_source"] = source
     metrics = {"k": gate.k, "validation": _clean(val), "popularity": _clean(pop), "gate": decision.reason}
     log.info("validation@%d: model %s; popularity %s", gate.k, metrics["validation"], metrics["popularity"])
