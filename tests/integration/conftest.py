@@ -114,3 +114,30 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextlib.contextmanager
+def running_speed_layer(
+    spark, cfg: Config, bootstrap: str | None = None, stats: Any = None
+) -> Iterator[threading.Thread]:
+    """The speed layer (`run_speed`) in a thread of the test's process, started and ready to answer clicks;
+    stopped and joined on leaving. Yields the thread, so a test can see that it still runs."""
+    from jobrec.streaming.processes import run_speed
+
+    stop, ready = threading.Event(), threading.Event()
+    kwargs: dict[str, Any] = {"on_ready": ready.set}
+    if stats is not None:
+        kwargs["stats"] = stats
+    worker = threading.Thread(
+        target=run_speed,
+        args=(spark, cfg, bootstrap or cfg.kafka.bootstrap_servers, stop.is_set),
+        kwargs=kwargs,
+        daemon=True,
+    )
+    worker.start()
+    try:
+        assert ready.wait(180), "the speed layer did not start"
+        yield worker
+    finally:
+        stop.set()
+        worker.join(60)

@@ -7,8 +7,8 @@ Expected values are computed here from the CSV files, not taken from the code un
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -27,10 +27,10 @@ from jobrec.schemas.config import load_config
 from jobrec.schemas.recommendation import NEW_USER_KEY
 from jobrec.streaming.clients import RecommendationsConsumer
 from jobrec.streaming.job_events import start_job_events
-from jobrec.streaming.processes import ingest_settings, run_speed
+from jobrec.streaming.processes import ingest_settings
 from jobrec.streaming.producer import make_click_event, make_job_event, send_click_events, send_job_events, send_raw
 from jobrec.streaming.speed import SpeedStats
-from tests.integration.conftest import SEED_DIR, make_producer, write_config
+from tests.integration.conftest import SEED_DIR, make_producer, running_speed_layer, write_config
 
 CAP = 3
 
@@ -154,17 +154,8 @@ def test_a_closed_or_expired_job_is_in_no_list_published_after_the_event(spark, 
     assert probes
 
     stats = SpeedStats()
-    stop, ready = threading.Event(), threading.Event()
-    worker = threading.Thread(
-        target=run_speed,
-        args=(spark, cfg, cfg.kafka.bootstrap_servers, stop.is_set),
-        kwargs={"on_ready": ready.set, "stats": stats},
-        daemon=True,
-    )
-    worker.start()
     producer = make_producer(cfg)
-    try:
-        assert ready.wait(180), "the speed layer did not start"
+    with running_speed_layer(spark, cfg, stats=stats), contextlib.closing(producer):
 
         def fold_in_lists(users: list[str]) -> dict[str, list[str]]:
             """Click (a view of a job the user already has) and wait for each user's new fold-in list."""
@@ -217,10 +208,6 @@ def test_a_closed_or_expired_job_is_in_no_list_published_after_the_event(spark, 
         assert [category[j] for j in jobs[:CAP]] == ["Retail"] * CAP
         assert "Retail" not in [category[j] for j in jobs[CAP:]]
         assert closing not in jobs and len(jobs) == cfg.publish.top_n
-    finally:
-        stop.set()
-        worker.join(60)
-        producer.close()
 
     # 6. the ingest applies the job events to the Delta jobs table and dead-letters the malformed one
     start_job_events(spark, ingest_settings(cfg, cfg.kafka.bootstrap_servers), once=True).awaitTermination(300)

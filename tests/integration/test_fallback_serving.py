@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -28,7 +27,7 @@ from jobrec.schemas import tables as t
 from jobrec.schemas.config import Config, load_config
 from jobrec.schemas.recommendation import NEW_USER_KEY, POPULARITY_MODEL_VERSION
 from jobrec.streaming.recommendations_reader import read_latest_lists
-from tests.integration.conftest import REPO, make_producer, write_config
+from tests.integration.conftest import REPO, make_producer, running_speed_layer, write_config
 
 SCHEMA = json.loads((REPO / "schemas" / "recommendation.v1.json").read_text())
 TOP_N, CAP = 10, 3
@@ -161,22 +160,12 @@ def test_rejected_first_model_still_publishes_fallback_lists_to_everyone(spark, 
 
 
 def test_speed_layer_answers_a_click_with_a_fallback_list_before_any_model(spark, rejected) -> None:
-    from jobrec.streaming.processes import run_speed
     from jobrec.streaming.producer import make_click_event, send_click_events
 
     cfg, by_user, users_per_job, _ = rejected
     user = "u001"  # prefix 4: j01..j04
     assert by_user[user] == set(JOBS[:4])
-    stop, ready = threading.Event(), threading.Event()
-    worker = threading.Thread(
-        target=run_speed,
-        args=(spark, cfg, cfg.kafka.bootstrap_servers, stop.is_set),
-        kwargs={"on_ready": ready.set},
-        daemon=True,
-    )
-    worker.start()
-    try:
-        assert ready.wait(180), "the speed layer did not start"
+    with running_speed_layer(spark, cfg):
         # an IT job: the speed layer's fallback lists put the user's own categories first
         click = make_click_event(user, "j05", "apply")
         producer = make_producer(cfg)
@@ -192,9 +181,6 @@ def test_speed_layer_answers_a_click_with_a_fallback_list_before_any_model(spark
             ).get(user)
             if msg and msg["newest_event_at"] == click["occurred_at"]:
                 fresh = msg
-    finally:
-        stop.set()
-        worker.join(60)
     assert fresh is not None, "no list for the user within 30 s of the click"
     jsonschema.validate(fresh, SCHEMA)
     assert fresh["source"] == "fallback" and fresh["model_version"] == POPULARITY_MODEL_VERSION

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,9 +28,9 @@ from jobrec.schemas import tables as t
 from jobrec.schemas.config import load_config
 from jobrec.streaming.ingest import start_ingest
 from jobrec.streaming.job_events import start_job_events
-from jobrec.streaming.processes import build_api, ingest_settings, run_speed
+from jobrec.streaming.processes import build_api, ingest_settings
 from jobrec.streaming.speed import SpeedStats
-from tests.integration.conftest import make_producer, serving, unique_name, write_config
+from tests.integration.conftest import make_producer, running_speed_layer, serving, unique_name, write_config
 
 NOW = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -93,22 +92,12 @@ def stack(spark, broker, tmp_path: Path, request: pytest.FixtureRequest):
     load_counts_csv(spark, str(seed), CsvLayout(), cfg.storage.tables_root, "click", cfg.ingest.weights)
     retrain_and_publish(spark, cfg, broker.bootstrap)
 
-    stats, stop, ready = SpeedStats(), threading.Event(), threading.Event()
-    speed = threading.Thread(
-        target=run_speed,
-        args=(spark, cfg, broker.bootstrap, stop.is_set),
-        kwargs={"stats": stats, "on_ready": ready.set},
-        daemon=True,
-    )
-    speed.start()
-    assert ready.wait(180), "the speed layer did not start"
-
-    app, stop_api = build_api(cfg, broker.bootstrap)
-    with serving(app) as base:
-        yield cfg, base, speed, stats
-    stop_api()
-    stop.set()
-    speed.join(60)
+    stats = SpeedStats()
+    with running_speed_layer(spark, cfg, broker.bootstrap, stats) as speed:
+        app, stop_api = build_api(cfg, broker.bootstrap)
+        with serving(app) as base:
+            yield cfg, base, speed, stats
+        stop_api()
 
 
 def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:

@@ -23,7 +23,7 @@ from jobrec.schemas import tables as t
 from jobrec.schemas.config import load_config
 from jobrec.schemas.recommendation import NEW_USER_KEY
 from jobrec.streaming.recommendations_reader import read_latest_lists
-from tests.integration.conftest import REPO, SEED_DIR, write_config
+from tests.integration.conftest import REPO, SEED_DIR, running_speed_layer, write_config
 
 K = 10
 
@@ -149,10 +149,8 @@ def test_fold_in_of_an_unchanged_history_matches_the_trained_factor(spark, train
 
 
 def test_a_click_refreshes_that_users_list_within_seconds(spark, trained) -> None:
-    import threading
     import time
 
-    from jobrec.streaming.processes import run_speed
     from jobrec.streaming.producer import make_click_event, send_click_events
     from tests.integration.conftest import make_producer
 
@@ -170,16 +168,7 @@ def test_a_click_refreshes_that_users_list_within_seconds(spark, trained) -> Non
         python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), cfg.kafka.recommendations_topic
     )
 
-    stop, ready = threading.Event(), threading.Event()
-    worker = threading.Thread(
-        target=run_speed,
-        args=(spark, cfg, cfg.kafka.bootstrap_servers, stop.is_set),
-        kwargs={"on_ready": ready.set},
-        daemon=True,
-    )
-    worker.start()
-    try:
-        assert ready.wait(180), "the speed layer did not start"
+    with running_speed_layer(spark, cfg):
         click = make_click_event(user, job, "apply")
         producer = make_producer(cfg)
         sent_at = time.monotonic()
@@ -196,9 +185,6 @@ def test_a_click_refreshes_that_users_list_within_seconds(spark, trained) -> Non
             if msg and msg["source"] == "fold-in" and msg["newest_event_at"] == click["occurred_at"]:
                 fresh = msg
         waited = time.monotonic() - sent_at
-    finally:
-        stop.set()
-        worker.join(60)
     assert fresh is not None, "no fold-in list for the user within 30 s"
     print(f"fold-in list for user {user} arrived {waited:.2f} s after the click on job {job}")
     new_jobs = [it["job_id"] for it in fresh["items"]]
