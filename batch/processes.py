@@ -23,9 +23,7 @@ from jobrec.batch.core.catalog import CategoryNormaliser
 from jobrec.batch.core.params import AlsParams
 from jobrec.batch.delta_tables import ensure_delta_table
 from jobrec.batch.jobs_table import JobsLoadReport, count_jobs_by_state, load_jobs_csv, read_catalog_rows
-from jobrec.batch.offline import read_interactions_file, run_offline
 from jobrec.batch.publish import publish_recommendations, recommend_top_n
-from jobrec.batch.report import run_evaluation
 from jobrec.batch.retrain import gated_retrain, resolve_engine
 from jobrec.batch.train import TrainedModel, read_factors, serving_model_version
 from jobrec.batch.tune import Grid
@@ -223,6 +221,8 @@ def run_offline_process(
             weight=cfg.ingest.weights["click"],
         )
         return run_offline_single_node(path, out, layout, als_params(cfg), settings)
+    from jobrec.batch.offline import run_offline
+
     with spark_session(cfg, "offline") as spark:
         return run_offline(
             spark, path, out, k, layout, als_params(cfg), cfg.ingest.weights, tune=tune, grid=grid, binary=binary
@@ -259,6 +259,9 @@ def run_evaluate(
             seed=cfg.gate.seed,
             eval_users=cfg.gate.eval_users,
         )
+    from jobrec.batch.offline import read_interactions_file
+    from jobrec.batch.report import run_evaluation
+
     with spark_session(cfg, "evaluate") as spark:
         interactions = read_interactions_file(spark, path, layout, cfg.ingest.weights, binary=binary)
         return run_evaluation(spark, interactions, als_params(cfg), out, tune=tune, by_time=by_time, grid=grid)

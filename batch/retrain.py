@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -31,7 +32,6 @@ from jobrec.batch.core.gate import GateDecision, decide
 from jobrec.batch.core.params import AlsParams
 from jobrec.batch.core.split import random_holdout
 from jobrec.batch.delta_tables import ensure_delta_table
-from jobrec.batch.single_node import Tuning, gated_retrain_single_node
 from jobrec.batch.train import (
     TrainedModel,
     read_interactions_snapshot,
@@ -41,6 +41,9 @@ from jobrec.batch.train import (
 )
 from jobrec.schemas import tables as t
 from jobrec.schemas.config import GateConfig, RetrainConfig
+
+if TYPE_CHECKING:
+    from jobrec.batch.single_node import Tuning
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,8 @@ def plan_tuning(
                 if not due:
                     reason = f"params of model {r[t.MODEL_VERSION]}"
             break
+    from jobrec.batch.single_node import Tuning
+
     tuning = Tuning(due, reason, retrain.tune_budget_seconds, retrain.tune_max_trials)
     return tuning, params
 
@@ -203,6 +208,10 @@ def _gated_retrain_single_node(
     min_interactions: int,
     retrain: RetrainConfig | None,
 ) -> tuple[TrainedModel, GateDecision]:
+    # the single-machine engine (scipy, the implicit library, Optuna) is loaded only by a process that trains with
+    # it, not by every process that imports the batch layer (the HTTP API does, through streaming.processes)
+    from jobrec.batch.single_node import Tuning, gated_retrain_single_node
+
     if retrain is None:
         tuning, params = Tuning(False, "configured params", 0.0, 0, on_rejection=False), base
     else:
