@@ -24,40 +24,42 @@ def _best_in_order(row: np.ndarray, m: int) -> np.ndarray:
 
 def top_k_sorted(scores: np.ndarray, k: int) -> np.ndarray:
     """Each row's k best column indices by score, descending, ties by the lower index (as a stable sort of the whole
-    row would give); -1 where a row has fewer than k finite scores (-inf = not allowed). One partition of the block
-    (of the scores themselves: a negated copy of the block would cost as much again), and the exact tie rule only
-    for the rare rows tied at the boundary."""
+    row would give); -1 where a row has fewer than k finite scores (-inf = not allowed).
+
+    A partition of every row costs about 2 ns per score, most of a publish. Instead a cheap lower bound of each
+    row's k-th best score (`_kth_score_bound`) picks the few candidates, which are sorted exactly: the same answer,
+    a third of the time."""
     n_rows, n_cols = scores.shape
+    best = np.full((n_rows, max(k, 0)), -1, dtype=np.int64)
     k_eff = min(k, n_cols)
     if k_eff <= 0 or n_rows == 0:
-        return np.full((n_rows, max(k, 0)), -1, dtype=np.int64)
-    best = _top_k_exact(scores, k_eff)
-    if k_eff < k:
-        best = np.hstack([best, np.full((n_rows, k - k_eff), -1, dtype=np.int64)])
+        return best
+    # every finite score at or above the bound; -inf never is (a row with fewer than k finite scores keeps -1s)
+    bound = np.maximum(_kth_score_bound(scores, k_eff), np.finfo(scores.dtype).min)
+    flat = np.flatnonzero(scores >= bound[:, None])  # 1-D: ten times faster than a 2-D nonzero
+    rows, cols = np.divmod(flat, n_cols)
+    order = np.lexsort((cols, -scores.ravel()[flat], rows))
+    rows, cols = rows[order], cols[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # position within the row's candidates
+    keep = rank < k_eff
+    best[rows[keep], rank[keep]] = cols[keep]
     return best
 
 
-def _top_k_exact(scores: np.ndarray, k_eff: int) -> np.ndarray:
-    n_rows, n_cols = scores.shape
-    if k_eff < n_cols:
-        # the top k at the end of a partition of the scores themselves: no negated copy of the block
-        part = np.argpartition(scores, n_cols - k_eff, axis=1)[:, n_cols - k_eff :]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        threshold = part_scores.min(axis=1)
-        tied_in_row = np.count_nonzero(scores == threshold[:, None], axis=1)
-        tied_in_part = np.count_nonzero(part_scores == threshold[:, None], axis=1)
-        for r in np.flatnonzero(tied_in_row > tied_in_part):
-            row = scores[r]
-            above = np.flatnonzero(row > threshold[r])
-            tied = np.flatnonzero(row == threshold[r])[: k_eff - len(above)]
-            part[r] = np.concatenate([above, tied])
-    else:
-        part = np.tile(np.arange(n_cols), (n_rows, 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    best = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    best[np.isneginf(np.take_along_axis(part_scores, order, axis=1))] = -1
-    return best
+def _kth_score_bound(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, a value at most its k-th best score, close to it: the k-th best of the maxima of disjoint column
+    groups (k group maxima are k distinct scores at least that high). Groups are made by folding the row in half
+    (an elementwise maximum, which is vectorised) until 8k to 16k groups remain; a row narrower than 16k is not
+    folded, and the bound is the k-th best score itself."""
+    folded = scores
+    while folded.shape[1] >= 16 * k:
+        half = folded.shape[1] // 2
+        narrower = np.maximum(folded[:, :half], folded[:, half : 2 * half])
+        if folded.shape[1] % 2:  # the odd column joins the first group
+            np.maximum(narrower[:, 0], folded[:, -1], out=narrower[:, 0])
+        folded = narrower
+    width = folded.shape[1]
+    return np.partition(folded, width - k, axis=1)[:, width - k]
 
 
 def capped_top(row: np.ndarray, n: int, categories: np.ndarray | None, max_per_category: int) -> np.ndarray:
@@ -117,9 +119,9 @@ def top_n_unseen(
     scores = np.asarray(user_vectors) @ np.asarray(item_matrix).T
     if excluded is not None and excluded.any():
         scores[:, excluded] = -np.inf
-    for i in range(len(seen)):
-        if len(seen[i]):
-            scores[i, np.asarray(seen[i], dtype=np.int64)] = -np.inf
+    lengths = [len(s) for s in seen]
+    if sum(lengths):
+        scores[np.repeat(np.arange(len(seen)), lengths), np.concatenate(seen).astype(np.int64)] = -np.inf
     capped = categories is not None and max_per_category > 0
     # the best 4n of every row in one partition of the block; the cap picks from them, and only a row whose
     # categories crowd all 4n goes back to the row-wise search
