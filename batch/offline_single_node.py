@@ -31,13 +31,12 @@ from jobrec.batch.core.interaction_matrix import (
 )
 from jobrec.batch.core.params import AlsParams
 from jobrec.batch.core.ranking import evaluate_factors, evaluate_popularity, top_k_of_scores
+from jobrec.batch.core.top_n import rows_per_block
 from jobrec.batch.counts_file import binary_counts, read_counts_file
 from jobrec.batch.search import TABLE_COLUMNS, describe, search_params
 from jobrec.batch.tune import format_table
 
 log = logging.getLogger(__name__)
-
-USERS_PER_BLOCK = 2048
 
 
 @dataclass(frozen=True)
@@ -71,10 +70,11 @@ def write_top_k(out: str, data: InteractionMatrix, users: np.ndarray, jobs: np.n
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     user_col, job_col, rank_col, score_col = [], [], [], []
     written = 0
-    ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), USERS_PER_BLOCK)
+    block = rows_per_block(data.n_jobs)
+    ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), block)
     job_matrix = np.asarray(jobs, dtype=np.float32)
-    for lo in range(0, data.n_users, USERS_PER_BLOCK):
-        hi = min(data.n_users, lo + USERS_PER_BLOCK)
+    for lo in range(0, data.n_users, block):
+        hi = min(data.n_users, lo + block)
         # float32, the factors' precision; masking only touches seen jobs, never a picked one's score
         scores = np.asarray(users[lo:hi], dtype=np.float32) @ job_matrix.T
         best = top_k_of_scores(scores, data.strength[lo:hi], k)

@@ -11,17 +11,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from jobrec.batch.backfill import CsvLayout, LoadReport, load_counts_csv
 from jobrec.batch.connections import build_spark_session, spark_kafka_options
 from jobrec.batch.core.catalog import CategoryNormaliser
 from jobrec.batch.core.params import AlsParams
 from jobrec.batch.delta_tables import ensure_delta_table
+from jobrec.batch.driver_publish import recommend_top_n_on_driver
 from jobrec.batch.jobs_table import JobsLoadReport, count_jobs_by_state, load_jobs_csv, read_catalog_rows
 from jobrec.batch.publish import publish_recommendations, recommend_top_n
 from jobrec.batch.retrain import gated_retrain, resolve_engine
@@ -80,17 +82,23 @@ def retrain_and_publish(spark: SparkSession, cfg: Config, bootstrap: str | None,
     if not (publish and bootstrap):
         return model
     if decision.publish:
-        publish_model(spark, cfg, bootstrap, model.model_version)
+        # a model the single-machine engine trained is scored where it was trained: its data fits the driver
+        publish_model(spark, cfg, bootstrap, model.model_version, on_driver=engine == "implicit")
     elif serving_model_version(spark, cfg.storage.tables_root) is None:
         publish_model(spark, cfg, bootstrap, None)
     return model
 
 
-def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_version: str | None) -> int:
+def publish_model(
+    spark: SparkSession, cfg: Config, bootstrap: str, model_version: str | None, on_driver: bool = False
+) -> int:
     """Every user's top-N of `model_version` (and the list for new users) to the table and the topic; with
     `model_version` None (no model has passed the gate), every user of the interactions table gets a popularity
     list instead (source fallback, model_version "popularity"). Returns the number of users sent a list; 0, and
-    nothing sent, when there is no interaction at all."""
+    nothing sent, when there is no interaction at all.
+
+    `on_driver`: score the lists on the driver (`jobrec.batch.driver_publish`, for data the single-machine engine
+    trains on) rather than in Spark's Python workers; the same lists either way."""
     from jobrec.batch.fallback import recommend_popular
     from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION
 
@@ -111,7 +119,10 @@ def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_versio
         version, source = POPULARITY_MODEL_VERSION, t.SOURCE_FALLBACK
     else:
         user_factors, job_factors = read_factors(spark, cfg.storage.tables_root, model_version)
-        recs = recommend_top_n(
+        recommend: Callable[..., DataFrame] = (
+            recommend_top_n_on_driver if on_driver else partial(recommend_top_n, new_user_list=True)
+        )
+        recs = recommend(
             spark,
             user_factors,
             job_factors,
@@ -121,7 +132,6 @@ def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_versio
             generated_at=generated_at,
             catalog=catalog,
             max_per_category=cfg.publish.max_per_category,
-            new_user_list=True,
         )
         version, source = model_version, t.SOURCE_BATCH
     n = publish_recommendations(
@@ -133,6 +143,7 @@ def publish_model(spark: SparkSession, cfg: Config, bootstrap: str, model_versio
         version,
         generated_at,
         source=source,
+        cache=not on_driver,
     )
     if model_version is None:
         log.warning(
@@ -166,7 +177,8 @@ def run_publish(cfg: Config, bootstrap: str, model_version: str | None) -> tuple
     with spark_session(cfg, "publish") as spark:
         version = model_version or serving_model_version(spark, cfg.storage.tables_root)
         if version:
-            return version, publish_model(spark, cfg, bootstrap, version)
+            engine = resolve_engine(spark, cfg.storage.tables_root, cfg.als.engine, cfg.als.single_node_max_pairs)
+            return version, publish_model(spark, cfg, bootstrap, version, on_driver=engine == "implicit")
         n = publish_model(spark, cfg, bootstrap, None)
         return (POPULARITY_MODEL_VERSION, n) if n else (None, 0)
 

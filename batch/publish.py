@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobrec.batch.core.catalog import CatalogRow, ServingFilter, serving_filter
-from jobrec.batch.core.top_n import capped_top, top_n_unseen
+from jobrec.batch.core.top_n import capped_top, rows_per_block, top_n_unseen
 from jobrec.batch.delta_tables import ensure_delta_table
 from jobrec.schemas import tables as t
 from jobrec.schemas.recommendation import NEW_USER_KEY, recommendation_message
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 SEEN = "seen"
 MESSAGE = "message"
-USERS_PER_BLOCK = 512
 
 RECS_ARROW_SCHEMA = pa.schema(
     [
@@ -70,8 +69,9 @@ def score_user_batches(
         seen_lists = batch.column(SEEN).to_pylist()
         newest = batch.column(t.NEWEST_EVENT_AT).to_pylist()
         out: dict[str, list[object]] = {f.name: [] for f in RECS_ARROW_SCHEMA}
-        for start in range(0, len(users), USERS_PER_BLOCK):
-            stop = start + USERS_PER_BLOCK
+        block = rows_per_block(len(job_ids))
+        for start in range(0, len(users), block):
+            stop = start + block
             # float32, as the factors are stored: the block's scores cost a quarter of float64's
             vectors = np.asarray(features[start:stop], dtype=np.float32)
             seen = [
@@ -192,12 +192,15 @@ def publish_recommendations(
     model_version: str,
     generated_at: datetime,
     source: str = t.SOURCE_BATCH,
+    cache: bool = True,
 ) -> int:
     """Write the lists to the recommendations table, then one message per user to the topic. Returns the number
     of users (the NEW_USER_KEY list not counted). `source` is the users' lists' (the NEW_USER_KEY list is always
-    a fallback list)."""
+    a fallback list). `cache`: keep the lists between the two writes (not when they were made on the driver and
+    are already in memory)."""
     started = time.monotonic()
-    recs = recs.persist()
+    if cache:
+        recs = recs.persist()
     try:
         n_users = recs.where(F.col(t.USER_ID) != NEW_USER_KEY).count()
         table = recs.select(
@@ -209,6 +212,7 @@ def publish_recommendations(
             t.ITEMS,
         )
         table.write.format("delta").mode("append").save(ensure_delta_table(spark, tables_root, t.RECOMMENDATIONS))
+        table_s = time.monotonic() - started
         (
             recs.select(F.col(t.USER_ID).alias("key"), F.col(MESSAGE).alias("value"))
             .write.format("kafka")
@@ -218,12 +222,14 @@ def publish_recommendations(
             .save()
         )
     finally:
-        recs.unpersist()
+        if cache:
+            recs.unpersist()
     log.info(
-        "published %s top-N lists of %d users and the list for new users (model %s) in %.1f s",
+        "published %s top-N lists of %d users and the list for new users (model %s) in %.1f s (%.1f s to the table)",
         source,
         n_users,
         model_version,
         time.monotonic() - started,
+        table_s,
     )
     return n_users

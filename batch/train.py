@@ -209,29 +209,30 @@ def write_model(
     spark.createDataFrame(row, t.MODELS_DDL).write.format("delta").mode("append").save(path)
 
 
-def serving_model_version(spark: SparkSession, tables_root: str) -> str | None:
-    """The newest published model's version, or None before the first retrain."""
+def _serving_model_column(spark: SparkSession, tables_root: str, column: str) -> Any:
+    """One column of the newest published model's row; None before the first one."""
     path = ensure_delta_table(spark, tables_root, t.MODELS)
     rows = (
         spark.read.format("delta")
         .load(path)
         .where(F.col(t.STATUS) == t.STATUS_PUBLISHED)
         .orderBy(F.col(t.CREATED_AT).desc())
-        .select(t.MODEL_VERSION)
+        .select(column)
         .limit(1)
         .collect()
     )
     return rows[0][0] if rows else None
 
 
+def serving_model_version(spark: SparkSession, tables_root: str) -> str | None:
+    """The newest published model's version, or None before the first retrain."""
+    return _serving_model_column(spark, tables_root, t.MODEL_VERSION)
+
+
 def serving_model_metrics(spark: SparkSession, tables_root: str) -> dict:
     """The metrics recorded with the serving model ({} before the first one)."""
-    version = serving_model_version(spark, tables_root)
-    if version is None:
-        return {}
-    path = ensure_delta_table(spark, tables_root, t.MODELS)
-    row = spark.read.format("delta").load(path).where(F.col(t.MODEL_VERSION) == version).select(t.METRICS).first()
-    return json.loads(row[0]) if row and row[0] else {}
+    metrics = _serving_model_column(spark, tables_root, t.METRICS)
+    return json.loads(metrics) if metrics else {}
 
 
 def read_factors(spark: SparkSession, tables_root: str, model_version: str) -> tuple[DataFrame, DataFrame]:

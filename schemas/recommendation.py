@@ -6,6 +6,7 @@ Same contract as `recommendation.v1.json` (the tests validate built messages aga
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 # the key of the list for users who have none of their own (no history yet): popular open jobs, source fallback.
@@ -42,6 +43,36 @@ def recommendation_message(
         },
         separators=(",", ":"),
     )
+
+
+def recommendation_messages(
+    user_ids: Sequence[str],
+    model_version: str | None,
+    generated_at: datetime,
+    newest_event_at: Sequence[datetime | None],
+    source: str,
+    job_ids: Sequence[str],
+    picked: Sequence[Sequence[int]],
+    scores: Sequence[Sequence[float]],
+) -> list[str]:
+    """`recommendation_message` for many users at once, the same text character for character (a test holds the
+    two together): user i's items are job_ids[picked[i][r]] with scores[i][r] at rank r + 1. Each job id is
+    quoted once and the shared fields once, which makes a publish of many users' lists about three times
+    cheaper than a dict and json.dumps per user."""
+    quoted = [json.dumps(job) for job in job_ids]
+    version = json.dumps(model_version)
+    head = '{"schema_version":1,"user_id":'
+    shared = f',"model_version":{version},"generated_at":"{format_timestamp(generated_at)}","newest_event_at":'
+    tail = f',"source":{json.dumps(source)},"items":['
+    messages = []
+    for user, newest, jobs, values in zip(user_ids, newest_event_at, picked, scores, strict=True):
+        items = ",".join(
+            f'{{"job_id":{quoted[j]},"score":{float(s)!r},"rank":{r}}}'
+            for r, (j, s) in enumerate(zip(jobs, values, strict=True), 1)
+        )
+        newest_text = f'"{format_timestamp(newest)}"' if newest else "null"
+        messages.append(f"{head}{json.dumps(user)}{shared}{newest_text}{tail}{items}]}}")
+    return messages
 
 
 def list_for_new_user(lists: dict[str, dict], user_id: str) -> dict | None:

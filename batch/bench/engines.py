@@ -155,7 +155,7 @@ def ours_retrain_and_publish(spark: Any, cfg: Config, bootstrap: str, params: Al
     published, publish_s = 0, None
     if decision.publish:
         clock = time.perf_counter()
-        published = publish_model(spark, cfg, bootstrap, model.model_version)
+        published = publish_model(spark, cfg, bootstrap, model.model_version, on_driver=True)
         publish_s = round(time.perf_counter() - clock, 3)
     return {
         "seconds": round(time.perf_counter() - started, 3),

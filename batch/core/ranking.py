@@ -12,9 +12,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from jobrec.batch.core.top_n import top_k_sorted
+from jobrec.batch.core.top_n import rows_per_block, top_k_sorted
 
-BLOCK = 1024
 METRICS = ("ndcg", "precision", "recall", "map")
 
 
@@ -70,21 +69,39 @@ def evaluate_factors(
 def evaluate_popularity(
     users_per_job: np.ndarray, seen: sp.csr_matrix, held: sp.csr_matrix, k: int, excluded: np.ndarray | None = None
 ) -> dict[str, float]:
-    """The same metrics for the baseline that shows everyone the jobs most users interacted with."""
+    """The same metrics for the baseline that shows everyone the jobs most users interacted with.
+
+    A user's k best unseen jobs by popularity lie among the k + (jobs they have seen) most popular allowed jobs,
+    so only that many columns are scored (in index order, which keeps the tie rule), not the whole catalog."""
     pop = np.asarray(users_per_job, dtype=np.float64)
-    return _evaluate(lambda rows: np.tile(pop, (len(rows), 1)), seen, held, k, excluded)
+    order = np.lexsort((np.arange(len(pop)), -pop))
+    if excluded is not None:
+        order = order[~excluded[order]]
+    has_held = np.diff(held.indptr) > 0
+    most_seen = int(np.diff(seen.indptr)[has_held].max()) if has_held.any() else 0
+    columns = np.sort(order[: k + most_seen])
+    sub = pop[columns]
+    return _evaluate(lambda rows: np.tile(sub, (len(rows), 1)), seen, held, k, None, columns)
 
 
-def _evaluate(score_block, seen: sp.csr_matrix, held: sp.csr_matrix, k: int, excluded) -> dict[str, float]:
+def _evaluate(
+    score_block, seen: sp.csr_matrix, held: sp.csr_matrix, k: int, excluded, columns: np.ndarray | None = None
+) -> dict[str, float]:
+    """`score_block(rows)` scores every job (or only `columns`, ascending job indices) for those rows."""
     has_held = np.flatnonzero(np.diff(held.indptr) > 0)
     seen, held = seen[has_held], held[has_held]
+    if columns is not None:
+        seen = seen[:, columns]
     totals = dict.fromkeys(METRICS, 0.0)
     n = len(has_held)
-    for lo in range(0, n, BLOCK):
-        hi = min(n, lo + BLOCK)
+    block = rows_per_block(held.shape[1] if columns is None else len(columns))
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
         # a fresh block in the factors' precision: top_k_of_scores writes -inf into it
         scores = np.array(score_block(has_held[lo:hi]))
         ranked = top_k_of_scores(scores, seen[lo:hi], k, excluded)
+        if columns is not None:
+            ranked = np.where(ranked >= 0, columns[np.maximum(ranked, 0)], -1)
         for name, values in metrics_of_ranked(ranked, held[lo:hi], k).items():
             totals[name] += float(values.sum())
     out = {name: (totals[name] / n if n else float("nan")) for name in METRICS}

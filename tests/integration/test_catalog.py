@@ -223,7 +223,8 @@ def test_a_closed_or_expired_job_is_in_no_list_published_after_the_event(spark, 
 
     # 7. a batch publish after the expiry: neither job is in any list, and every list is still full
     time.sleep(max(0.0, (expires_at - datetime.now(timezone.utc)).total_seconds()) + 0.5)
-    n = publish_model(spark, cfg, cfg.kafka.bootstrap_servers, model.model_version)
+    # (scored on the driver this time: the catalog rules hold on both publish paths)
+    n = publish_model(spark, cfg, cfg.kafka.bootstrap_servers, model.model_version, on_driver=True)
     latest = read_lists(cfg)
     batch_lists = {u: m for u, m in latest.items() if m["source"] == t.SOURCE_BATCH}
     assert len(batch_lists) == n == len(before)

@@ -101,9 +101,10 @@ def test_retrain_beats_popularity_on_held_out_clicks(spark, trained) -> None:
     assert serving_model_version(spark, cfg.storage.tables_root) == model.model_version
 
 
-def test_publish_sends_every_user_one_valid_list_of_unseen_jobs(spark, trained) -> None:
+@pytest.mark.parametrize("on_driver", [False, True], ids=["in-spark", "on-driver"])
+def test_publish_sends_every_user_one_valid_list_of_unseen_jobs(spark, trained, on_driver: bool) -> None:
     cfg, model, train, _ = trained
-    n = publish_model(spark, cfg, cfg.kafka.bootstrap_servers, model.model_version)
+    n = publish_model(spark, cfg, cfg.kafka.bootstrap_servers, model.model_version, on_driver=on_driver)
     assert n == len(train)
     schema = json.loads((REPO / "schemas" / "recommendation.v1.json").read_text())
     lists = read_latest_lists(
@@ -124,7 +125,21 @@ def test_publish_sends_every_user_one_valid_list_of_unseen_jobs(spark, trained) 
         assert msg["user_id"] == user and msg["model_version"] == model.model_version and msg["source"] == "batch"
     # the same lists are in the recommendations table
     table = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.RECOMMENDATIONS))
-    assert table.where(table[t.MODEL_VERSION] == model.model_version).count() == len(train) + 1
+    published = table.where(table[t.MODEL_VERSION] == model.model_version)
+    latest = published.where(published[t.GENERATED_AT] == published.agg({t.GENERATED_AT: "max"}).first()[0])
+    assert latest.count() == len(train) + 1
+    # each list is the model's best unseen jobs, worked out here from the factors (scores to float32 rounding)
+    users = {r[t.USER_ID]: np.array(r[t.FEATURES]) for r in model.user_factors.collect()}
+    jobs = sorted((r[t.JOB_ID], np.array(r[t.FEATURES])) for r in model.job_factors.collect())
+    job_ids, job_matrix = [j for j, _ in jobs], np.array([v for _, v in jobs])
+    for row in latest.where(latest[t.USER_ID] != NEW_USER_KEY).collect():
+        user = row[t.USER_ID]
+        scores = job_matrix @ users[user]
+        best_unseen = sorted((s for j, s in zip(job_ids, scores, strict=True) if j not in train[user]), reverse=True)
+        listed = {i[t.JOB_ID]: i[t.SCORE] for i in row[t.ITEMS]}
+        # every listed job scored as the factors say, and the list is the K best unseen scores
+        np.testing.assert_allclose(list(listed.values()), [scores[job_ids.index(j)] for j in listed], atol=1e-5)
+        np.testing.assert_allclose(list(listed.values()), best_unseen[:K], atol=1e-5)
 
 
 def test_fold_in_of_an_unchanged_history_matches_the_trained_factor(spark, trained) -> None:

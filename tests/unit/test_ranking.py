@@ -48,13 +48,16 @@ def test_factor_metrics_match_the_per_user_reference(seed: int) -> None:
     assert got["users"] == sum(1 for u in range(n_users) if held[u].nnz)
 
 
-def test_popularity_metrics_match_the_reference_with_ties_broken_by_index() -> None:
+@pytest.mark.parametrize("n_jobs", [50, 3000])
+def test_popularity_metrics_match_the_reference_with_ties_broken_by_index(n_jobs: int) -> None:
     rng = np.random.default_rng(7)
-    seen, held = _random_split(rng, 200, 50, 0.1)
+    # few jobs seen per user of many: only a prefix of the popularity order is scored, which must not matter
+    seen, held = _random_split(rng, 200, n_jobs, 5.0 / n_jobs)
     # many equal counts: the tie-break decides the lists
-    counts = rng.integers(0, 4, size=50).astype(float)
+    counts = rng.integers(0, 4, size=n_jobs).astype(float)
     got = evaluate_popularity(counts, seen, held, 5)
     want = _reference(np.tile(counts, (200, 1)), seen, held, 5)
+    assert got["users"] > 100
     for name, value in want.items():
         assert got[name] == pytest.approx(value, abs=1e-12), name
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobrec.batch.core.top_n import top_n_unseen
+from jobrec.batch.core.top_n import capped_top, top_n_unseen
 
 
 def test_small_case_worked_by_hand() -> None:
@@ -89,3 +89,12 @@ def test_excluded_items_are_never_listed() -> None:
     excluded = np.array([True, False, True, False, False])
     [(idx, _)] = top_n_unseen(np.ones((1, 5)) + np.arange(5), items, [np.array([], dtype=np.int64)], 5, excluded)
     assert idx.tolist() == [4, 3, 1]
+
+
+def test_capped_top_breaks_ties_at_the_boundary_by_lower_index() -> None:
+    # popularity counts tie often; a partition alone would pick any of the tied jobs at the cut
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        row = rng.integers(0, 4, size=300).astype(float)
+        expected = sorted(range(300), key=lambda i: (-row[i], i))[:10]
+        assert capped_top(row, 10, None, 0).tolist() == expected
