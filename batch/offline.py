@@ -9,36 +9,23 @@ from __future__ import annotations
 
 import csv
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobrec.batch.backfill import COUNT, CsvLayout, counts_to_interactions, read_counts_csv
-from jobrec.batch.core.evaluate import evaluate_model
-from jobrec.batch.core.split import random_holdout
 from jobrec.batch.publish import recommend_top_n
+from jobrec.batch.search import TABLE_COLUMNS, describe, format_table
 from jobrec.batch.train import AlsParams, train_on
-from jobrec.batch.tune import Grid, format_table, grid_search
 from jobrec.schemas import tables as t
 
 log = logging.getLogger(__name__)
-
-TABLE_COLUMNS = (
-    "rank",
-    "max_iter",
-    "reg_param",
-    "alpha",
-    "val_ndcg",
-    "val_precision",
-    "val_recall",
-    "val_map",
-    "seconds",
-)
 
 
 class NoUsableRows(ValueError):
@@ -76,29 +63,24 @@ def read_interactions_file(
 
 
 def tune_on_validation(
-    spark: SparkSession, interactions: DataFrame, base: AlsParams, grid: Grid, k: int, seed: int = 42
-) -> tuple[AlsParams, list[dict[str, object]]]:
-    by_user: dict[str, list] = {}
-    for r in interactions.select(t.USER_ID, t.JOB_ID, t.STRENGTH).collect():
-        by_user.setdefault(r[0], []).append((r[1], float(r[2]), None))
-    kept, held = random_holdout(by_user, 0.2, seed)
-    train_rows = [(u, j) for u, rows in kept.items() for j, _, _ in rows]
-    train_df = interactions.join(
-        spark.createDataFrame(train_rows, f"{t.USER_ID} STRING, {t.JOB_ID} STRING"), [t.USER_ID, t.JOB_ID]
-    ).cache()
-    train_sets = {u: {j for j, _, _ in rows} for u, rows in kept.items()}
-    held_map = {u: {j: s for j, s, _ in rows} for u, rows in held.items()}
+    spark: SparkSession,
+    interactions: DataFrame,
+    base: AlsParams,
+    k: int,
+    budget_seconds: float,
+    max_trials: int,
+    seed: int = 42,
+) -> tuple[AlsParams, list[dict[str, Any]]]:
+    """The Spark engine's search (`jobrec.batch.spark_search`) on a per-user 80/20 split of the file's pairs:
+    (the best params, the trials table)."""
+    from jobrec.batch.core.interaction_matrix import holdout_mask
+    from jobrec.batch.single_node import frame_matrix
+    from jobrec.batch.spark_search import search_spark_split
 
-    def score(params: AlsParams) -> dict[str, float]:
-        model = train_on(train_df, -1, params)
-        users = {r[0]: np.asarray(r[1]) for r in model.user_factors.select(t.USER_ID, t.FEATURES).collect()}
-        jobs = model.job_factors.select(t.JOB_ID, t.FEATURES).orderBy(t.JOB_ID).collect()
-        return evaluate_model(users, [j[0] for j in jobs], np.asarray([j[1] for j in jobs]), train_sets, held_map, k)
-
-    rows = grid_search(grid.points(base), score)
-    best = rows[0]
-    chosen = AlsParams(**{f: best[f] for f in asdict(base)})  # type: ignore[arg-type]
-    return chosen, rows
+    data = frame_matrix(interactions.withColumn(t.LAST_AT, F.current_timestamp()), time.time())
+    held = holdout_mask(data, 0.2, seed)
+    result = search_spark_split(spark, data.select(~held), data.select(held), base, k, budget_seconds, max_trials)
+    return result.best, result.trials
 
 
 def run_offline(
@@ -111,15 +93,17 @@ def run_offline(
     weights: Mapping[str, float],
     *,
     tune: bool,
-    grid: Grid | None = None,
+    budget_seconds: float = 40.0,
+    max_trials: int = 200,
     binary: bool = False,
 ) -> dict[str, object]:
     interactions = read_interactions_file(spark, path, layout, weights, binary)
-    params, table = base, list[dict[str, object]]()
+    params, table = base, list[dict[str, Any]]()
     if tune:
-        params, table = tune_on_validation(spark, interactions, base, grid or Grid(), k)
-        print(format_table(table, TABLE_COLUMNS))
-        print(f"chosen on validation: {asdict(params)}")
+        params, table = tune_on_validation(spark, interactions, base, k, budget_seconds, max_trials)
+        best_first = sorted(table, key=lambda r: -(r["val_ndcg"] if r["val_ndcg"] is not None else -1))
+        print(format_table(best_first[:15], TABLE_COLUMNS))
+        print(f"chosen on validation: {describe(params)}")
     model = train_on(interactions, -1, params)
     recs = recommend_top_n(
         spark,

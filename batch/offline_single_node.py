@@ -33,8 +33,7 @@ from jobrec.batch.core.params import AlsParams
 from jobrec.batch.core.ranking import evaluate_factors, evaluate_popularity, top_k_of_scores
 from jobrec.batch.core.top_n import rows_per_block
 from jobrec.batch.counts_file import binary_counts, read_counts_file
-from jobrec.batch.search import TABLE_COLUMNS, describe, search_params
-from jobrec.batch.tune import format_table
+from jobrec.batch.search import TABLE_COLUMNS, describe, format_table, search_params
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from jobrec.batch.jobs_table import JobsLoadReport, count_jobs_by_state, load_jo
 from jobrec.batch.publish import publish_recommendations, recommend_top_n
 from jobrec.batch.retrain import gated_retrain, resolve_engine
 from jobrec.batch.train import TrainedModel, read_factors, serving_model_version
-from jobrec.batch.tune import Grid
 from jobrec.schemas import tables as t
 from jobrec.schemas.config import Config
 
@@ -211,21 +210,22 @@ def run_offline_process(
     k: int,
     layout: CsvLayout,
     tune: bool,
-    grid: Grid,
     binary: bool,
     budget_seconds: float | None = None,
     max_trials: int | None = None,
 ) -> dict[str, Any]:
     """`jobrec offline`: train on a CSV file and write every user's top K as CSV; no Kafka, no tables. The
     single-machine engine (als.engine implicit or auto) starts no JVM at all; the spark engine runs on Spark."""
+    budget = cfg.retrain.tune_budget_seconds if budget_seconds is None else budget_seconds
+    trials = cfg.retrain.tune_max_trials if max_trials is None else max_trials
     if cfg.als.engine != "spark":
         from jobrec.batch.offline_single_node import OfflineSettings, run_offline_single_node
 
         settings = OfflineSettings(
             k=k,
             tune=tune,
-            budget_seconds=cfg.retrain.tune_budget_seconds if budget_seconds is None else budget_seconds,
-            max_trials=cfg.retrain.tune_max_trials if max_trials is None else max_trials,
+            budget_seconds=budget,
+            max_trials=trials,
             binary=binary,
             validation_share=cfg.gate.validation_share,
             eval_users=cfg.gate.eval_users,
@@ -237,7 +237,17 @@ def run_offline_process(
 
     with spark_session(cfg, "offline") as spark:
         return run_offline(
-            spark, path, out, k, layout, als_params(cfg), cfg.ingest.weights, tune=tune, grid=grid, binary=binary
+            spark,
+            path,
+            out,
+            k,
+            layout,
+            als_params(cfg),
+            cfg.ingest.weights,
+            tune=tune,
+            budget_seconds=budget,
+            max_trials=trials,
+            binary=binary,
         )
 
 
@@ -248,7 +258,6 @@ def run_evaluate(
     layout: CsvLayout,
     tune: bool,
     by_time: bool,
-    grid: Grid,
     binary: bool,
     budget_seconds: float | None = None,
     max_trials: int | None = None,
@@ -256,6 +265,8 @@ def run_evaluate(
     """`jobrec evaluate`: ranking metrics on a held-out split beside popularity, written as a report in `out`.
     The implicit engine (no JVM) unless als.engine is spark or the split is by time (a counts file's pairs have
     no times; the Spark path reads them from the file's rows)."""
+    budget = cfg.retrain.tune_budget_seconds if budget_seconds is None else budget_seconds
+    trials = cfg.retrain.tune_max_trials if max_trials is None else max_trials
     if cfg.als.engine != "spark" and not by_time:
         from jobrec.batch.offline_single_node import read_matrix
         from jobrec.batch.report import run_evaluation_single_node
@@ -266,8 +277,8 @@ def run_evaluate(
             als_params(cfg),
             out,
             tune=tune,
-            budget_seconds=cfg.retrain.tune_budget_seconds if budget_seconds is None else budget_seconds,
-            max_trials=cfg.retrain.tune_max_trials if max_trials is None else max_trials,
+            budget_seconds=budget,
+            max_trials=trials,
             seed=cfg.gate.seed,
             eval_users=cfg.gate.eval_users,
         )
@@ -276,4 +287,13 @@ def run_evaluate(
 
     with spark_session(cfg, "evaluate") as spark:
         interactions = read_interactions_file(spark, path, layout, cfg.ingest.weights, binary=binary)
-        return run_evaluation(spark, interactions, als_params(cfg), out, tune=tune, by_time=by_time, grid=grid)
+        return run_evaluation(
+            spark,
+            interactions,
+            als_params(cfg),
+            out,
+            tune=tune,
+            by_time=by_time,
+            budget_seconds=budget,
+            max_trials=trials,
+        )

@@ -13,22 +13,27 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from jobrec.batch.core.als_implicit import train_implicit
 from jobrec.batch.core.evaluate import evaluate_model, evaluate_rankings, popularity_from_counts, popularity_scores
-from jobrec.batch.core.interaction_matrix import InteractionMatrix, confidence_matrix, holdout_mask, sample_users
+from jobrec.batch.core.interaction_matrix import (
+    InteractionMatrix,
+    build_matrix,
+    confidence_matrix,
+    holdout_mask,
+    sample_users,
+)
 from jobrec.batch.core.params import AlsParams
 from jobrec.batch.core.split import train_validation_test
 from jobrec.batch.search import TABLE_COLUMNS as SEARCH_COLUMNS
-from jobrec.batch.search import describe, search_params
+from jobrec.batch.search import describe, format_table, search_params
 from jobrec.batch.train import train_on
-from jobrec.batch.tune import Grid, format_table, grid_search
 from jobrec.schemas import tables as t
 
 log = logging.getLogger(__name__)
@@ -61,7 +66,8 @@ def run_evaluation(
     by_time: bool,
     k: int = 10,
     seed: int = 42,
-    grid: Grid | None = None,
+    budget_seconds: float = 40.0,
+    max_trials: int = 200,
 ) -> dict[str, object]:
     by_user: dict[str, list] = {}
     for r in interactions.select(t.USER_ID, t.JOB_ID, t.STRENGTH, t.LAST_AT).collect():
@@ -69,16 +75,11 @@ def run_evaluation(
     train, validation, test = train_validation_test(by_user, 0.2, 0.2, seed, by_time)
     params, table = base, []
     if tune:
-        train_df = _frame(spark, train)
-        train_sets = {u: {j for j, _, _ in rs} for u, rs in train.items()}
-        val_map = {u: {j: s for j, s, _ in rs} for u, rs in validation.items()}
+        from jobrec.batch.spark_search import search_spark_split
 
-        def score(p: AlsParams) -> dict[str, float]:
-            users, job_ids, y = _factors(train_on(train_df, -1, p))
-            return evaluate_model(users, job_ids, y, train_sets, val_map, k)
-
-        table = grid_search((grid or Grid()).points(base), score)
-        params = AlsParams(**{f: table[0][f] for f in asdict(base)})  # type: ignore[arg-type]
+        fit, held = _split_matrices(train, validation)
+        result = search_spark_split(spark, fit, held, base, k, budget_seconds, max_trials)
+        params, table = result.best, result.trials
     fit_rows = {u: train.get(u, []) + validation.get(u, []) for u in by_user}
     model = train_on(_frame(spark, fit_rows), -1, params)
     users, job_ids, y = _factors(model)
@@ -86,6 +87,22 @@ def run_evaluation(
     test_map = {u: {j: s for j, s, _ in rs} for u, rs in test.items()}
     pop = popularity_scores(seen, job_ids)
     return _write_report(out_dir, users, job_ids, y, seen, test_map, pop, table, params, model.timings, by_time, k)
+
+
+def _split_matrices(train: dict[str, list], validation: dict[str, list]) -> tuple[InteractionMatrix, InteractionMatrix]:
+    """The train and validation rows (user -> [(job, strength, last_at)]) as two matrices of one index space."""
+    rows = [(u, job, s, 1.0) for u, rs in train.items() for job, s, _ in rs]
+    rows += [(u, job, s, 0.0) for u, rs in validation.items() for job, s, _ in rs]
+    users, jobs, strengths, held = (np.array(col, dtype=object) for col in zip(*rows, strict=True))
+    data = build_matrix(users, jobs, strengths.astype(np.float64))
+    # which stored entries are validation pairs: the pairs' keys looked up in the matrix's index
+    user_pos = pd.Index(data.user_ids).get_indexer(users)
+    job_pos = pd.Index(data.job_ids).get_indexer(jobs)
+    is_held = (held.astype(np.float64) == 0.0) & (user_pos >= 0) & (job_pos >= 0)
+    held_keys = user_pos[is_held].astype(np.int64) * data.n_jobs + job_pos[is_held]
+    entry_keys = data.entry_rows().astype(np.int64) * data.n_jobs + data.strength.indices
+    mask = np.isin(entry_keys, held_keys)
+    return data.select(~mask), data.select(mask)
 
 
 def _write_report(
@@ -111,10 +128,8 @@ def _write_report(
         for kk in KS
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    searched = bool(table) and "state" in table[0]
-    # the grid's table draws the rank x alpha surface; the search's, its own plot trial by trial
-    _plots(out_dir, results, [] if searched else table, users, y, seen, job_ids)
-    if searched:
+    _plots(out_dir, results, users, y, seen, job_ids)
+    if table:
         _search_plot(out_dir / "tuning.png", table, k)
     (out_dir / "report.md").write_text(_markdown(results, table, params, timings, by_time, k))
     (out_dir / "results.json").write_text(
@@ -249,7 +264,7 @@ def _markdown(results, table, params: AlsParams, timings, by_time: bool, k: int)
         "![score distribution](scores.png)",
         "",
     ]
-    if table and "state" in table[0]:
+    if table:
         best = sorted(table, key=lambda r: -(r["val_ndcg"] if r["val_ndcg"] is not None else -1.0))
         lines += [
             f"## Search (validation NDCG@{k})",
@@ -262,21 +277,10 @@ def _markdown(results, table, params: AlsParams, timings, by_time: bool, k: int)
             "![the search, trial by trial](tuning.png)",
             "",
         ]
-    elif table:
-        lines += [
-            f"## Tuning (validation NDCG@{k})",
-            "",
-            format_table(
-                table, ("rank", "max_iter", "reg_param", "alpha", "val_ndcg", "val_precision", "val_recall", "seconds")
-            ),
-            "",
-            "![tuning surface](tuning.png)",
-            "",
-        ]
     return "\n".join(lines)
 
 
-def _plots(out_dir: Path, results, table, users, y, seen, job_ids) -> None:
+def _plots(out_dir: Path, results, users, y, seen, job_ids) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -316,24 +320,3 @@ def _plots(out_dir: Path, results, table, users, y, seen, job_ids) -> None:
     fig.tight_layout()
     fig.savefig(out_dir / "scores.png", dpi=110)
     plt.close(fig)
-
-    if table:
-        ranks = sorted({r["rank"] for r in table})
-        alphas = sorted({r["alpha"] for r in table})
-        grid = np.full((len(ranks), len(alphas)), np.nan)
-        for r in table:  # best over the other parameters
-            i, j = ranks.index(r["rank"]), alphas.index(r["alpha"])
-            grid[i, j] = np.nanmax([grid[i, j], r["val_ndcg"]])
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        im = ax.imshow(grid, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(alphas)), [str(a) for a in alphas])
-        ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
-        ax.set_xlabel("alpha")
-        ax.set_ylabel("rank")
-        for i in range(len(ranks)):
-            for j in range(len(alphas)):
-                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="w", fontsize=8)
-        fig.colorbar(im, label="validation NDCG@10 (best over lambda, iterations)")
-        fig.tight_layout()
-        fig.savefig(out_dir / "tuning.png", dpi=110)
-        plt.close(fig)

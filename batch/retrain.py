@@ -9,9 +9,10 @@
    it as rejected with the reason, and the serving model stays.
 
 Two engines train (als.engine): the Spark engine runs the steps above with Spark MLlib's ALS on the cluster; the
-implicit engine (`jobrec.batch.single_node`) runs them on the driver, and first searches the parameters
-(`jobrec.batch.search`) when a search is due: on the first retrain, every retrain.tune_every retrains, and
-whenever the gate rejects. Between searches a retrain reuses the parameters recorded with the serving model.
+implicit engine (`jobrec.batch.single_node`) runs them on the driver. Either first searches the parameters
+(`jobrec.batch.search`; for Spark, its trials fitted by Spark on a sample: `jobrec.batch.spark_search`) when a
+search is due: on the first retrain of that engine, every retrain.tune_every retrains, and whenever the gate
+rejects. Between searches a retrain reuses the parameters recorded with the serving model of the same engine.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import math
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -111,10 +112,11 @@ def resolve_engine(spark: SparkSession, tables_root: str, engine: str, single_no
 
 
 def plan_tuning(
-    spark: SparkSession, tables_root: str, base: AlsParams, retrain: RetrainConfig
+    spark: SparkSession, tables_root: str, base: AlsParams, retrain: RetrainConfig, engine: str = "implicit"
 ) -> tuple[Tuning, AlsParams]:
     """Whether this retrain searches first (and why), and the params it starts from: those recorded with the
-    newest published model whose params came from a search, else the configured ones."""
+    newest published model of `engine` whose params came from a search, else the configured ones. Only models
+    of the same engine count (a lambda of one engine means something else to the other)."""
     path = ensure_delta_table(spark, tables_root, t.MODELS)
     rows = (
         spark.read.format("delta")
@@ -124,13 +126,13 @@ def plan_tuning(
         .collect()
     )
     metrics = [json.loads(r[t.METRICS]) if r[t.METRICS] else {} for r in rows]
-    since_search = next((n for n, m in enumerate(metrics) if m.get("search")), None)
+    since_search = next((n for n, m in enumerate(metrics) if m.get("search") and m.get("engine") == engine), None)
     if not rows:
         due, reason = True, "the first retrain searches for its parameters"
     elif rows[0][t.STATUS] == t.STATUS_REJECTED:
         due, reason = True, f"the last retrain's model {rows[0][t.MODEL_VERSION]} was rejected"
     elif since_search is None:
-        due, reason = True, "no retrain has searched for its parameters yet"
+        due, reason = True, f"no retrain of the {engine} engine has searched for its parameters yet"
     elif retrain.tune_every > 0 and since_search + 1 >= retrain.tune_every:
         # since_search retrains have reused the searched params; this one would make tune_every runs of them
         due, reason = (
@@ -141,7 +143,7 @@ def plan_tuning(
         due, reason = False, "configured params"
     params = base
     for r, m in zip(rows, metrics, strict=True):
-        if r[t.STATUS] == t.STATUS_PUBLISHED and m.get("engine") == "implicit" and m.get("params_source"):
+        if r[t.STATUS] == t.STATUS_PUBLISHED and m.get("engine") == engine and m.get("params_source"):
             if m["params_source"] != "configured params":
                 recorded = AlsParams.from_record(json.loads(r[t.PARAMS]))
                 params = replace(recorded, reference_time=0.0)
@@ -173,30 +175,80 @@ def gated_retrain(
         model = train_on(interactions, data_version, params, min_interactions)
         decision = GateDecision(True, "quality gate disabled (gate.enabled: false)")
     else:
-        started = time.monotonic()
-        candidate, val, pop = validate_candidate(spark, interactions, data_version, params, gate, min_interactions)
-        serving_ndcg = (serving_model_metrics(spark, tables_root).get("validation") or {}).get("ndcg")
-        decision = decide(val["ndcg"], pop["ndcg"], serving_ndcg, gate.tolerance, gate.k)
-        validate_s = round(time.monotonic() - started, 3)
-        model = (
-            train_on(interactions, data_version, params, min_interactions)
-            if decision.publish and gate.refit
-            else candidate
+        model, decision = _gated_spark(
+            spark, tables_root, interactions, data_version, params, gate, min_interactions, retrain
         )
-        model.timings["validate_s"] = validate_s
-        model.metrics = {
-            "k": gate.k,
-            "validation": _clean(val),
-            "popularity": _clean(pop),
-            "gate": decision.reason,
-            "engine": "spark",
-        }
-        log.info("validation@%d: model %s; popularity %s", gate.k, _clean(val), _clean(pop))
     status = t.STATUS_PUBLISHED if decision.publish else t.STATUS_REJECTED
     write_model(spark, tables_root, model, status, write_factors=decision.publish)
     model.status = status
     (log.info if decision.publish else log.warning)("model %s %s: %s", model.model_version, status, decision.reason)
     interactions.unpersist()
+    return model, decision
+
+
+def _gated_spark(
+    spark: SparkSession,
+    tables_root: str,
+    interactions: DataFrame,
+    data_version: int,
+    base: AlsParams,
+    gate: GateSettings,
+    min_interactions: int,
+    retrain: RetrainConfig | None,
+) -> tuple[TrainedModel, GateDecision]:
+    """The Spark engine behind the gate: search first when due (`jobrec.batch.spark_search`), validate a candidate,
+    search and validate again if the gate rejects a model of carried or configured params; refit if it passed."""
+    if retrain is None:
+        from jobrec.batch.single_node import Tuning
+
+        tuning, params = Tuning(False, "configured params", 0.0, 0, on_rejection=False), base
+    else:
+        tuning, params = plan_tuning(spark, tables_root, base, retrain, engine="spark")
+    serving_ndcg = (serving_model_metrics(spark, tables_root).get("validation") or {}).get("ndcg")
+    extra: dict[str, Any] = {"engine": "spark"}
+    timings: dict[str, float] = {}
+
+    def search(reason: str) -> AlsParams | None:
+        from jobrec.batch.spark_search import search_spark_params
+
+        log.info("searching the Spark engine's params: %s", reason)
+        started = time.monotonic()
+        result = search_spark_params(spark, interactions, params, gate, tuning)
+        timings["search_s"] = round(time.monotonic() - started, 3)
+        extra["search"] = result.record(tuning.budget_seconds)
+        return result.best if result.n_complete else None
+
+    def validate(p: AlsParams) -> tuple[TrainedModel, dict[str, float], dict[str, float], GateDecision]:
+        started = time.monotonic()
+        candidate, val, pop = validate_candidate(spark, interactions, data_version, p, gate, min_interactions)
+        timings["validate_s"] = round(time.monotonic() - started, 3)
+        return candidate, val, pop, decide(val["ndcg"], pop["ndcg"], serving_ndcg, gate.tolerance, gate.k)
+
+    source = tuning.reason
+    searched = tuning.due and interactions.count() >= min_interactions  # too few: train_on says so below
+    if searched:
+        found = search(tuning.reason)
+        params, source = (found, "search") if found else (params, source)
+    candidate, val, pop, decision = validate(params)
+    if not decision.publish and not searched and tuning.on_rejection:
+        log.warning("model rejected (%s); searching and validating again", decision.reason)
+        found = search(f"the gate rejected a model of {source}")
+        if found:
+            params, source = found, "search"
+            candidate, val, pop, decision = validate(params)
+    model = (
+        train_on(interactions, data_version, params, min_interactions) if decision.publish and gate.refit else candidate
+    )
+    model.timings.update(timings)
+    extra["params_source"] = source
+    model.metrics = {
+        "k": gate.k,
+        "validation": _clean(val),
+        "popularity": _clean(pop),
+        "gate": decision.reason,
+        **extra,
+    }
+    log.info("validation@%d: model %s; popularity %s", gate.k, _clean(val), _clean(pop))
     return model, decision
 
 

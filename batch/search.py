@@ -22,9 +22,9 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 
@@ -57,6 +57,20 @@ TABLE_COLUMNS = (
 )
 
 
+class Fitting(Protocol):
+    """One trial's model in training. The single-machine engine resumes in steps (and so can be pruned between
+    them); Spark's ALS cannot resume, and its `fit_more` runs every iteration at once."""
+
+    params: AlsParams
+    iterations_done: int
+
+    def fit_more(self, iterations: int) -> None: ...
+
+    def user_factors(self, users: np.ndarray | None = None) -> np.ndarray: ...
+
+    def job_factors(self) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     forms: tuple[str, ...] = CONFIDENCE_FORMS
@@ -69,6 +83,8 @@ class SearchSpace:
     reg_param: tuple[float, float] = (1e-2, 1e3)
     # the log form's epsilon as a multiple of the median strength
     epsilon: tuple[float, float] = (0.01, 100.0)
+    # lambda of each form's first trial (after the configured params)
+    reg_start: float = 10.0
 
 
 @dataclass
@@ -80,7 +96,7 @@ class SearchResult:
     seconds: float = 0.0
     # the winning trial's model, trained on the search's train split: a caller that needs that model (the
     # retrain's candidate) takes it instead of training it again
-    best_model: ImplicitAls | None = None
+    best_model: Fitting | None = None
 
     @property
     def n_complete(self) -> int:
@@ -148,7 +164,7 @@ def _starting_points(base: AlsParams, space: SearchSpace, median: float) -> dict
             configured["epsilon"] = clip(base.epsilon / median, space.epsilon)
         points[base.confidence].append(configured)
     for form, form_points in points.items():
-        midpoint: dict[str, Any] = {"alpha": 5.0, "reg_param": 10.0, "rank": rank, "max_iter": 15}
+        midpoint: dict[str, Any] = {"alpha": 5.0, "reg_param": space.reg_start, "rank": rank, "max_iter": 15}
         if form == "log":
             midpoint["epsilon"] = 1.0
         form_points.append(midpoint)
@@ -176,9 +192,11 @@ def search_params(
     space: SearchSpace | None = None,
     out: TextIO | None = sys.stderr,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
+    start: Callable[[AlsParams], Fitting] | None = None,
 ) -> SearchResult:
     """Search within `budget_seconds` (a trial that has started finishes its current step) and return the best
-    params by validation NDCG@k. `train` and `validation` share one index space (`InteractionMatrix.select`)."""
+    params by validation NDCG@k. `train` and `validation` share one index space (`InteractionMatrix.select`).
+    `start` makes a trial's model on `train` (default: the single-machine engine's)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -203,7 +221,7 @@ def search_params(
     first = base.confidence if base.confidence in studies else space.forms[0]
     rows: list[dict[str, Any]] = []
     best: tuple[float, AlsParams] = (-math.inf, base)
-    best_model: ImplicitAls | None = None
+    best_model: Fitting | None = None
     best_by_form: dict[str, float] = {}
     last_gain = 0
 
@@ -213,7 +231,7 @@ def search_params(
         trial = study.ask()
         t0 = time.monotonic()
         params = _suggest(trial, form, space, base, median)
-        model = ImplicitAls(params, confidence_matrix(train, params))
+        model = start(params) if start else ImplicitAls(params, confidence_matrix(train, params))
         ndcg = float("nan")
         state = "complete"
         while model.iterations_done < params.max_iter:
@@ -303,3 +321,11 @@ def _print_progress(
         file=out,
         flush=True,
     )
+
+
+def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A Markdown table of the rows (the trials tables)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in columns) + " |")
+    return "\n".join(lines)

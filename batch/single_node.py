@@ -21,7 +21,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobrec.batch.core.als_implicit import ImplicitAls, for_implicit, train_on_matrix
+from jobrec.batch.core.als_implicit import for_implicit, train_on_matrix
 from jobrec.batch.core.gate import GateDecision, decide
 from jobrec.batch.core.interaction_matrix import (
     InteractionMatrix,
@@ -31,7 +31,7 @@ from jobrec.batch.core.interaction_matrix import (
 )
 from jobrec.batch.core.params import AlsParams
 from jobrec.batch.core.ranking import evaluate_factors, evaluate_popularity
-from jobrec.batch.search import SearchResult, describe, search_params
+from jobrec.batch.search import Fitting, SearchResult, describe, search_params
 from jobrec.batch.train import NotEnoughData, TrainedModel, new_model_version, read_interactions_snapshot
 from jobrec.schemas import tables as t
 from jobrec.schemas.config import GateConfig
@@ -54,18 +54,22 @@ class Tuning:
 def read_snapshot_matrix(spark: SparkSession, tables_root: str, reference_time: float) -> tuple[InteractionMatrix, int]:
     """The newest interactions snapshot as a matrix (ages in days before `reference_time`), and its Delta version."""
     interactions, version = read_interactions_snapshot(spark, tables_root)
+    return frame_matrix(interactions, reference_time), version
+
+
+def frame_matrix(interactions: DataFrame, reference_time: float) -> InteractionMatrix:
+    """Interactions rows on the driver as a matrix (ages in days before `reference_time`), through Arrow."""
     table = interactions.select(
         t.USER_ID, t.JOB_ID, F.col(t.STRENGTH).cast("double").alias(t.STRENGTH), F.unix_micros(t.LAST_AT).alias("us")
     ).toArrow()
     last_us = table.column("us").to_numpy(zero_copy_only=False).astype(np.float64)
     ages = (reference_time - last_us / 1e6) / 86400.0
-    matrix = build_matrix(
+    return build_matrix(
         table.column(t.USER_ID).to_numpy(zero_copy_only=False),
         table.column(t.JOB_ID).to_numpy(zero_copy_only=False),
         table.column(t.STRENGTH).to_numpy(zero_copy_only=False),
         ages,
     )
-    return matrix, version
 
 
 def factors_frame(spark: SparkSession, version: str, id_col: str, ids: np.ndarray, factors: np.ndarray) -> DataFrame:
@@ -149,7 +153,7 @@ def gated_retrain_single_node(
             return None
         return result
 
-    def validate(p: AlsParams, trained: ImplicitAls | None = None):
+    def validate(p: AlsParams, trained: Fitting | None = None):
         """Fit on the train split (or take the search's model of these params, fitted on the same split) and
         score it on validation."""
         started = time.monotonic()

@@ -184,7 +184,6 @@ def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
         args.k,
         _layout(args),
         args.tune,
-        _grid(args),
         args.binary,
         budget_seconds=args.budget,
         max_trials=args.max_trials,
@@ -222,22 +221,6 @@ def _add_layout_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count-col", default="Clicks", help="count column (default Clicks)")
 
 
-def _grid(args: argparse.Namespace):
-    from jobrec.batch.tune import Grid
-
-    def floats(text: str) -> tuple[float, ...]:
-        return tuple(float(x) for x in text.split(","))
-
-    return Grid(
-        rank=tuple(int(x) for x in args.grid_rank.split(",")),
-        max_iter=tuple(int(x) for x in args.grid_iterations.split(",")),
-        reg_param=floats(args.grid_lambda),
-        alpha=floats(args.grid_alpha),
-        confidence=tuple(args.grid_confidence.split(",")),
-        half_life_days=floats(args.grid_half_life),
-    )
-
-
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -264,23 +247,6 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_grid_options(p: argparse.ArgumentParser) -> None:
-    """The grid of --tune with als.engine spark (each point a Spark fit); the other engines search instead."""
-    from jobrec.batch.tune import Grid
-
-    g = Grid()
-
-    def joined(values) -> str:
-        return ",".join(str(v) for v in values)
-
-    p.add_argument("--grid-rank", default=joined(g.rank), help=f"ranks to try (default {joined(g.rank)})")
-    p.add_argument("--grid-iterations", default=joined(g.max_iter), help=f"default {joined(g.max_iter)}")
-    p.add_argument("--grid-lambda", default=joined(g.reg_param), help=f"default {joined(g.reg_param)}")
-    p.add_argument("--grid-alpha", default=joined(g.alpha), help=f"default {joined(g.alpha)}")
-    p.add_argument("--grid-confidence", default=joined(g.confidence), help="linear and/or log (default linear)")
-    p.add_argument("--grid-half-life", default=joined(g.half_life_days), help="decay half-lives in days; 0 = none")
-
-
 def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
     from jobrec.batch.processes import run_evaluate
 
@@ -292,7 +258,6 @@ def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
         _layout(args),
         args.tune,
         args.split == "time",
-        _grid(args),
         args.binary,
         budget_seconds=args.budget,
         max_trials=args.max_trials,
@@ -485,7 +450,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_search_options(o)
     _add_layout_options(o)
-    _add_grid_options(o)
     o.set_defaults(func=cmd_offline)
 
     ev = sub.add_parser(
@@ -497,7 +461,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_options(ev)
     ev.add_argument("--split", choices=["random", "time"], default="random", help="per-user random or newest holdout")
     _add_layout_options(ev)
-    _add_grid_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     pb = sub.add_parser("publish", help="publish the top-N lists of a model to the table and the topic")

@@ -44,13 +44,13 @@ def seed_slice(tmp_path_factory) -> tuple[str, dict[str, dict[str, float]]]:
     return str(path), pairs
 
 
-def _config(tmp_path, **retrain):
+def _config(tmp_path, engine: str = "implicit", **retrain):
     return load_config(
         write_config(
             tmp_path,
             "unused:9092",
             "engines",
-            als={"engine": "implicit"},
+            als={"engine": engine},
             retrain={"tune_budget_seconds": 4, "tune_max_trials": 12, **retrain},
         ),
         env={},
@@ -86,6 +86,30 @@ def test_the_first_retrain_searches_and_the_next_reuse_its_params(spark, tmp_pat
     assert all(r[t.STATUS] == t.STATUS_PUBLISHED for r in rows)
     assert rows[0][t.N_INTERACTIONS] == sum(len(j) for j in pairs.values())
     assert metrics[0]["validation"]["ndcg"] > metrics[0]["popularity"]["ndcg"]
+
+
+def test_the_spark_engine_searches_with_spark_fits_and_the_next_retrain_reuses_them(
+    spark, tmp_path, seed_slice
+) -> None:
+    path, _ = seed_slice
+    # a budget for about two Spark fits of the slice: the configured params, then another form's start
+    cfg = _config(tmp_path, engine="spark", tune_budget_seconds=6, tune_every=5)
+    load_counts_csv(spark, path, CsvLayout(), cfg.storage.tables_root, "click", cfg.ingest.weights)
+    first = retrain_and_publish(spark, cfg, None, publish=False)
+    second = retrain_and_publish(spark, cfg, None, publish=False)
+    rows = _models(spark, cfg)
+    metrics = [json.loads(r[t.METRICS]) for r in rows]
+    params = [json.loads(r[t.PARAMS]) for r in rows]
+    search = metrics[0]["search"]
+    assert search["complete"] >= 1 and search["budget_seconds"] == 6
+    # the trials were Spark's (count-scaled lambda, in Spark's range), one whole fit each: none pruned
+    assert search["pruned"] == 0 and all(trial["reg_param"] <= 10.0 for trial in search["top"])
+    assert metrics[0]["engine"] == "spark" and metrics[0]["params_source"] == "search"
+    assert params[0]["engine"] == "spark" and params[0]["reg_scaling"] == "count"
+    best = max(search["top"], key=lambda trial: trial["val_ndcg"] or -1)
+    assert (params[0]["confidence"], params[0]["rank"]) == (best["confidence"], best["rank"])
+    assert "search" not in metrics[1] and metrics[1]["params_source"] == f"params of model {first.model_version}"
+    assert second.params.reg_param == first.params.reg_param and second.params.confidence == first.params.confidence
 
 
 def test_a_rejected_model_searches_again_in_the_same_retrain(spark, tmp_path, seed_slice) -> None:

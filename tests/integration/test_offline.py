@@ -63,6 +63,8 @@ def test_offline_writes_top_k_unseen_for_every_user(tmp_path, installed_elsewher
             "posting",
             "--count-col",
             "n",
+            # the Spark engine's search: one or two Spark fits in three seconds
+            *(["--tune", "--budget", "3"] if engine == "spark" else []),
         ],
         cwd=elsewhere,
         env=installed_elsewhere,
@@ -74,6 +76,7 @@ def test_offline_writes_top_k_unseen_for_every_user(tmp_path, installed_elsewher
     if engine == "spark":
         # the relative spark.checkpoint_dir went under --data-dir, not under the working folder
         assert (data_dir / "ckpt").is_dir() and not (elsewhere / "ckpt").exists()
+        assert "| trial | state | confidence |" in done.stdout and "chosen on validation: " in done.stdout
     else:
         # the single-machine engine starts no JVM: nothing of Spark's is left anywhere
         assert not (data_dir / "ckpt").exists() and not (elsewhere / "ckpt").exists()

@@ -254,3 +254,15 @@ def test_counts_that_are_ratings_or_noise_still_give_a_model_that_beats_populari
         f"(popularity {popularity_ndcg:.4f})"
     )
     assert model_ndcg >= 2 * popularity_ndcg and model_ndcg - popularity_ndcg >= 0.1
+
+
+def test_format_table_writes_markdown_rows_with_four_decimals() -> None:
+    from jobrec.batch.search import format_table
+
+    rows = [{"rank": 16, "val_ndcg": 0.15904}, {"rank": 32, "val_ndcg": None}]
+    assert format_table(rows, ("rank", "val_ndcg")).splitlines() == [
+        "| rank | val_ndcg |",
+        "|---|---|",
+        "| 16 | 0.1590 |",
+        "| 32 | None |",
+    ]
