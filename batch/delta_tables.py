@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,3 +57,13 @@ def idempotent_writes(spark: SparkSession, app_id: str, version: int) -> Iterato
     finally:
         spark.conf.unset("spark.databricks.delta.write.txnAppId")
         spark.conf.unset("spark.databricks.delta.write.txnVersion")
+
+
+def run_concurrently(*writes: Callable[[], None]) -> None:
+    """Run independent writes (Spark jobs) from driver threads at once, and wait for all of them; the first
+    failure is raised once all have ended. Spark schedules jobs of several threads together, so a Delta write and
+    a Kafka write (or two factor tables) overlap their fixed costs instead of queueing."""
+    with ThreadPoolExecutor(max_workers=len(writes)) as pool:
+        futures = [pool.submit(write) for write in writes]
+    for future in futures:
+        future.result()

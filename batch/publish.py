@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +23,7 @@ from pyspark.sql import functions as F
 
 from jobrec.batch.core.catalog import CatalogRow, ServingFilter, serving_filter
 from jobrec.batch.core.top_n import capped_top, rows_per_block, top_n_unseen
-from jobrec.batch.delta_tables import ensure_delta_table
+from jobrec.batch.delta_tables import ensure_delta_table, run_concurrently
 from jobrec.schemas import tables as t
 from jobrec.schemas.recommendation import NEW_USER_KEY, recommendation_message
 
@@ -194,7 +195,7 @@ def publish_recommendations(
     source: str = t.SOURCE_BATCH,
     cache: bool = True,
 ) -> int:
-    """Write the lists to the recommendations table, then one message per user to the topic. Returns the number
+    """Write the lists to the recommendations table and one message per user to the topic. Returns the number
     of users (the NEW_USER_KEY list not counted). `source` is the users' lists' (the NEW_USER_KEY list is always
     a fallback list). `cache`: keep the lists between the two writes (not when they were made on the driver and
     are already in memory)."""
@@ -211,25 +212,25 @@ def publish_recommendations(
             F.when(F.col(t.USER_ID) == NEW_USER_KEY, F.lit(t.SOURCE_FALLBACK)).otherwise(F.lit(source)).alias(t.SOURCE),
             t.ITEMS,
         )
-        table.write.format("delta").mode("append").save(ensure_delta_table(spark, tables_root, t.RECOMMENDATIONS))
-        table_s = time.monotonic() - started
-        (
+        path = ensure_delta_table(spark, tables_root, t.RECOMMENDATIONS)
+        messages = (
             recs.select(F.col(t.USER_ID).alias("key"), F.col(MESSAGE).alias("value"))
             .write.format("kafka")
             .options(**kafka_options)
             .option("topic", topic)
             .option("kafka.acks", "all")
-            .save()
         )
+        # the table and the topic are written at once; a failure of either fails the publish (the next one
+        # sends every list again)
+        run_concurrently(partial(table.write.format("delta").mode("append").save, path), messages.save)
     finally:
         if cache:
             recs.unpersist()
     log.info(
-        "published %s top-N lists of %d users and the list for new users (model %s) in %.1f s (%.1f s to the table)",
+        "published %s top-N lists of %d users and the list for new users (model %s) in %.1f s",
         source,
         n_users,
         model_version,
         time.monotonic() - started,
-        table_s,
     )
     return n_users

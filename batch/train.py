@@ -14,6 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -21,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StructField, StructType
 
 from jobrec.batch.core.params import AlsParams
-from jobrec.batch.delta_tables import ensure_delta_table, latest_version
+from jobrec.batch.delta_tables import ensure_delta_table, latest_version, run_concurrently
 from jobrec.schemas import tables as t
 
 log = logging.getLogger(__name__)
@@ -185,11 +186,14 @@ def write_model(
     """Append the factors (tagged with the version) and the models-table row. The row goes last: a reader
     that finds a published row in `models` finds all its factors."""
     started = time.monotonic()
-    for name, frame in ((t.USER_FACTORS, model.user_factors), (t.JOB_FACTORS, model.job_factors)):
-        if not write_factors:
-            break
-        path = ensure_delta_table(spark, tables_root, name)
-        frame.write.format("delta").mode("append").save(path)
+    if write_factors:
+        paths = [ensure_delta_table(spark, tables_root, name) for name in (t.USER_FACTORS, t.JOB_FACTORS)]
+        run_concurrently(
+            *(
+                partial(frame.write.format("delta").mode("append").save, path)
+                for frame, path in zip((model.user_factors, model.job_factors), paths, strict=True)
+            )
+        )
     model.timings["write_factors_s"] = round(time.monotonic() - started, 3)
     row = [
         (
