@@ -23,7 +23,6 @@ from jobrec.batch.connections import build_spark_session, spark_kafka_options
 from jobrec.batch.core.catalog import CategoryNormaliser
 from jobrec.batch.core.params import AlsParams
 from jobrec.batch.delta_tables import ensure_delta_table
-from jobrec.batch.driver_publish import recommend_top_n_on_driver
 from jobrec.batch.jobs_table import JobsLoadReport, count_jobs_by_state, load_jobs_csv, read_catalog_rows
 from jobrec.batch.publish import publish_recommendations, recommend_top_n
 from jobrec.batch.retrain import gated_retrain, resolve_engine
@@ -118,6 +117,9 @@ def publish_model(
         version, source = POPULARITY_MODEL_VERSION, t.SOURCE_FALLBACK
     else:
         user_factors, job_factors = read_factors(spark, cfg.storage.tables_root, model_version)
+        # imported here: the HTTP API imports this module, and the driver publisher loads pandas
+        from jobrec.batch.driver_publish import recommend_top_n_on_driver
+
         recommend: Callable[..., DataFrame] = (
             recommend_top_n_on_driver if on_driver else partial(recommend_top_n, new_user_list=True)
         )
