@@ -29,6 +29,7 @@ from jobrec.schemas.recommendation import NEW_USER_KEY, recommendation_message, 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NO_TIME = np.iinfo(np.int64).min  # microseconds of a pair without a time
 _ITEM_TYPE = RECS_ARROW_SCHEMA.field(t.ITEMS).type
 
 
@@ -72,7 +73,8 @@ def recommend_on_driver(
 
     seen_user = pd.Index(user_ids).get_indexer(histories.column(t.USER_ID).to_numpy(zero_copy_only=False))
     seen_job = pd.Index(job_ids).get_indexer(histories.column(t.JOB_ID).to_numpy(zero_copy_only=False))
-    last_us = histories.column(t.LAST_AT).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    # a backfilled pair has no time (null): it never makes a user's newest event
+    last_us = histories.column(t.LAST_AT).cast(pa.int64()).fill_null(_NO_TIME).to_numpy(zero_copy_only=False)
     newest = _newest_per_user(seen_user, last_us, len(user_ids))
     known = (seen_user >= 0) & (seen_job >= 0)
     by_user = np.argsort(seen_user[known], kind="stable")
@@ -133,11 +135,10 @@ def recommend_on_driver(
 
 def _newest_per_user(user_pos: np.ndarray, last_us: np.ndarray, n_users: int) -> list[int | None]:
     """Each user's newest interaction time (microseconds), None for a user with none."""
-    none = np.iinfo(np.int64).min
-    newest = np.full(n_users, none, dtype=np.int64)
+    newest = np.full(n_users, _NO_TIME, dtype=np.int64)
     mine = user_pos >= 0
     np.maximum.at(newest, user_pos[mine], last_us[mine])
-    return [None if us == none else us for us in newest.tolist()]
+    return [None if us == _NO_TIME else us for us in newest.tolist()]
 
 
 def recommend_top_n_on_driver(

@@ -62,6 +62,10 @@ def test_lists_match_brute_force(cap: int) -> None:
             history[u].add(str(j))
             rows.append((u, str(j), NOW - timedelta(minutes=int(rng.integers(0, 10_000)))))
     rows.append((user_ids[1], "j-unknown", NOW))
+    # backfilled pairs have no time: one user has only those, another a mix
+    rows += [(user_ids[2], j, None) for j in sorted(history[user_ids[2]])]
+    rows = [r for r in rows if r[0] != user_ids[2] or r[2] is None]
+    rows.append((user_ids[3], sorted(history[user_ids[3]])[0], None))
     histories = pa.table(
         {
             t.USER_ID: [r[0] for r in rows],
@@ -90,7 +94,7 @@ def test_lists_match_brute_force(cap: int) -> None:
         # float32 dot products summed in another order: the last digit may differ
         np.testing.assert_allclose([i[t.SCORE] for i in items], [s for _, s in expected], atol=2e-6)
         assert [i[t.RANK] for i in items] == list(range(1, len(expected) + 1))
-        newest = max((r[2] for r in rows if r[0] == u), default=None)
+        newest = max((r[2] for r in rows if r[0] == u and r[2] is not None), default=None)
         assert got[u][t.NEWEST_EVENT_AT] == newest
         assert got[u]["message"] == recommendation_message(u, "v1", NOW, newest, t.SOURCE_BATCH, items)
     # new users: the open jobs with most users among the model's jobs, ties by id, the cap applied
