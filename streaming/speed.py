@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from jobrec.batch.core.catalog import CatalogState, ServingFilter, serving_filter
 from jobrec.batch.core.confidence import rating_values
@@ -444,6 +445,24 @@ def run_speed_layer(
     """Poll clicks (and job events), fold in against the holder's current model, publish one list per touched
     user. Job events of a poll are applied before its clicks are scored."""
     stats = stats or SpeedStats()
+    # one BLAS thread: a poll's products are small, and OpenBLAS's extra threads spin on the cores the broker and
+    # this loop need (bench freshness at 5,000 events/s: p95 2,047 ms with two, 1,035 ms with one)
+    with threadpool_limits(1, "blas"):
+        _poll_until_stopped(consumer, producer, models, histories, settings, should_stop, stats, heartbeat, catalog)
+    return stats
+
+
+def _poll_until_stopped(
+    consumer: Any,
+    producer: Any,
+    models: ModelHolder,
+    histories: Histories,
+    settings: SpeedSettings,
+    should_stop: Callable[[], bool],
+    stats: SpeedStats,
+    heartbeat: Callable[[], None],
+    catalog: CatalogState | None,
+) -> None:
     recent = RecentIds()
     filters = FilterCache()
     last_log = time.monotonic()
@@ -495,4 +514,3 @@ def run_speed_layer(
         if time.monotonic() - last_log > 30:
             last_log = time.monotonic()
             log.info("speed layer: %s", stats)
-    return stats
