@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from jobrec.batch.core.interaction_matrix import InteractionMatrix, holdout_mask, rating_matrix, sample_users
 from jobrec.batch.core.params import AlsParams
+from jobrec.batch.driver_publish import factor_matrix
 from jobrec.batch.search import SearchResult, SearchSpace, search_params
 from jobrec.batch.single_node import Tuning, frame_matrix
 from jobrec.batch.train import JOB_IDX, RATING, USER_IDX, fit_als
@@ -47,7 +48,6 @@ class SparkAlsFit:
     def __init__(self, spark: SparkSession, params: AlsParams, train: InteractionMatrix):
         self.params = params
         self.iterations_done = 0
-        self._train = train
         ratings = rating_matrix(train, params).tocoo()
         positive = ratings.data > 0
         self._ratings = spark.createDataFrame(
@@ -67,10 +67,8 @@ class SparkAlsFit:
             return
         model = fit_als(self._ratings, self.params)
         for frame, into in ((model.userFactors, self._users), (model.itemFactors, self._jobs)):
-            table = frame.select("id", "features").toArrow()
-            ids = table.column("id").to_numpy(zero_copy_only=False)
-            flat = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            into[ids] = flat.reshape(len(ids), self.params.rank)
+            ids, factors = factor_matrix(frame.select("id", t.FEATURES).toArrow(), "id")
+            into[ids] = factors
         self.iterations_done = self.params.max_iter
 
     def user_factors(self, users: np.ndarray | None = None) -> np.ndarray:
