@@ -353,6 +353,11 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
         return run_category_cap_bench(cfg, _seed_dir(args.seed_dir), caps)
     if args.what == "engines":
         return _bench_engines(cfg, args)
+    if args.what == "speed-start":
+        from jobrec.streaming.bench.speed_start import run_speed_start_bench
+
+        sizes = [int(float(n)) for n in args.interactions.split(",")]
+        return run_speed_start_bench(cfg, sizes, args.json)
     from jobrec.streaming.bench.pipeline import run_bench
 
     return run_bench(cfg, args.what, args.events, _seed_dir(args.seed_dir))
@@ -488,11 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="measure ingest rate, retrain time, click-to-list freshness, Spark ALS against implicit, the "
+        help="measure ingest rate, retrain time, click-to-list freshness, the speed layer's start time and memory, Spark ALS against implicit, the "
         "HTTP ingest API's throughput and latency, what a category cap costs in NDCG and buys in coverage, or the "
         "single-machine engine's retrain + publish and offline against implicit doing the same",
     )
-    b.add_argument("what", choices=["ingest", "retrain", "freshness", "implicit", "api", "category-cap", "engines"])
+    b.add_argument(
+        "what", choices=["ingest", "retrain", "freshness", "implicit", "api", "category-cap", "engines", "speed-start"]
+    )
     b.add_argument("--caps", default="0,2,3,4,5", help="category-cap: caps to measure (0 = none)")
     b.add_argument("--rate", type=int, default=1000, help="freshness: click events per second of load")
     b.add_argument("--seconds", type=float, default=30, help="freshness, api: how long the load lasts")
@@ -506,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=int, default=20_000, help="engines: jobs of the synthetic file")
     b.add_argument("--skip-seed", action="store_true", help="engines: measure the synthetic file only")
     b.add_argument("--skip-synthetic", action="store_true", help="engines: measure the seed only")
+    b.add_argument(
+        "--interactions",
+        default="1e6,3e6,10e6",
+        help="speed-start: sizes of the synthetic interactions table, comma-separated",
+    )
     b.set_defaults(func=cmd_bench)
     return p
 
