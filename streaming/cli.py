@@ -493,8 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="measure ingest rate, retrain time, click-to-list freshness, the speed layer's start time and memory, Spark ALS against implicit, the "
-        "HTTP ingest API's throughput and latency, what a category cap costs in NDCG and buys in coverage, or the "
+        help="measure ingest rate, retrain time, click-to-list freshness, the speed layer's start time and "
+        "memory, Spark ALS against implicit, the HTTP ingest API's throughput and latency, what a category cap "
+        "costs in NDCG and buys in coverage, or the "
         "single-machine engine's retrain + publish and offline against implicit doing the same",
     )
     b.add_argument(
