@@ -41,6 +41,7 @@ from jobrec.schemas import tables as t
 from jobrec.schemas.click_event import ClickEvent, EventLimits, parse_click_event
 from jobrec.schemas.job_event import JobEvent, parse_job_event
 from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION, recommendation_message
+from jobrec.streaming.histories import Histories, UserHistory
 
 log = logging.getLogger(__name__)
 
@@ -93,39 +94,6 @@ def popularity_model(users_per_job: Iterable[tuple[str, int]], limit: int = POPU
         popularity=shares,
         fold_in=False,
     )
-
-
-@dataclass
-class UserHistory:
-    strengths: dict[str, float] = field(default_factory=dict)
-    last_at: dict[str, datetime] = field(default_factory=dict)  # per job, for the decay
-    newest_event_at: datetime | None = None
-
-
-class Histories:
-    """user -> {job: strength} and the newest click time, kept current click by click."""
-
-    def __init__(self, weights: dict[str, float]):
-        self.weights = weights
-        self.users: dict[str, UserHistory] = {}
-
-    def load(self, rows: Iterable[tuple[str, str, float, datetime | None]]) -> None:
-        for user, job, strength, last_at in rows:
-            h = self.users.setdefault(user, UserHistory())
-            h.strengths[job] = h.strengths.get(job, 0.0) + strength
-            if last_at:
-                if job not in h.last_at or last_at > h.last_at[job]:
-                    h.last_at[job] = last_at
-                if h.newest_event_at is None or last_at > h.newest_event_at:
-                    h.newest_event_at = last_at
-
-    def add(self, event: ClickEvent) -> None:
-        h = self.users.setdefault(event.user_id, UserHistory())
-        h.strengths[event.job_id] = h.strengths.get(event.job_id, 0.0) + self.weights[event.event_type]
-        if event.job_id not in h.last_at or event.occurred_at > h.last_at[event.job_id]:
-            h.last_at[event.job_id] = event.occurred_at
-        if h.newest_event_at is None or event.occurred_at > h.newest_event_at:
-            h.newest_event_at = event.occurred_at
 
 
 def _items(model: ServingModel, best: np.ndarray, scores: np.ndarray) -> list[dict[str, object]]:

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobrec.batch.delta_tables import ensure_delta_table, table_path
 from jobrec.batch.train import read_factors, serving_model_version
 from jobrec.schemas import tables as t
-from jobrec.schemas.click_event import from_epoch_micros
 from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION
-from jobrec.streaming.speed import POPULAR_JOBS, Histories, ServingModel, popularity_model
+from jobrec.streaming.histories import NO_TIME, Histories, build_segment
+from jobrec.streaming.key_partitions import key_partitions
+from jobrec.streaming.speed import POPULAR_JOBS, ServingModel, popularity_model
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +88,56 @@ def load_serving_model(spark: SparkSession, tables_root: str, current: str | Non
     )
 
 
-def load_histories(spark: SparkSession, tables_root: str, histories: Histories) -> int:
-    """Every (user, job, strength, last_at) row of interactions into `histories`; returns the row count."""
+# rows per Arrow transfer from Spark: a bounded slice of the table in the driver at a time
+ROWS_PER_LOAD_CHUNK = 2_000_000
+
+
+def load_histories(
+    spark: SparkSession,
+    tables_root: str,
+    histories: Histories,
+    partitions: Collection[int] | None = None,
+    of_partitions: int = 1,
+) -> int:
+    """The interactions of the users whose clicks go to `partitions` (of the clicks topic's `of_partitions`; None:
+    every user) into `histories`, as columnar segments; returns the rows kept.
+
+    The table comes over as Arrow in slices of whole users (by Spark's hash of the user id), each about
+    ROWS_PER_LOAD_CHUNK rows, so the driver never holds the whole table; the users' partitions are computed here
+    with the producers' partitioner (`key_partitions`), which Spark has no function for.
+    """
     interactions = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.INTERACTIONS))
     # times as epoch microseconds: a collected TIMESTAMP would come back naive, in this process's local zone
-    rows = interactions.select(t.USER_ID, t.JOB_ID, t.STRENGTH, F.unix_micros(t.LAST_AT)).toLocalIterator()
-    n = 0
-    for user, job, strength, last_us in rows:
-        last_at = from_epoch_micros(last_us)
-        histories.load([(user, job, strength, last_at)])
-        n += 1
-    return n
+    columns = interactions.select(t.USER_ID, t.JOB_ID, t.STRENGTH, F.unix_micros(t.LAST_AT).alias("last_us"))
+    total = interactions.count()
+    chunks = max(1, -(-total // ROWS_PER_LOAD_CHUNK))
+    wanted = set(range(of_partitions)) if partitions is None else set(partitions)
+    kept = 0
+    for chunk in range(chunks):
+        part = columns if chunks == 1 else columns.where(F.pmod(F.hash(t.USER_ID), F.lit(chunks)) == chunk)
+        kept += _add_arrow_rows(part.toArrow(), histories, wanted, of_partitions)
+        if chunks > 1:
+            log.info("histories: slice %d of %d read (%d rows kept so far)", chunk + 1, chunks, kept)
+    return kept
+
+
+def _add_arrow_rows(table: pa.Table, histories: Histories, wanted: set[int], of_partitions: int) -> int:
+    if table.num_rows == 0:
+        return 0
+    users = pc.dictionary_encode(table.column(t.USER_ID).combine_chunks())
+    user_ids: list[str] = users.dictionary.to_pylist()
+    user_codes = users.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    row_partition = key_partitions(user_ids, of_partitions)[user_codes]
+    jobs = pc.dictionary_encode(table.column(t.JOB_ID).combine_chunks())
+    job_codes = histories.jobs.codes_of(jobs.dictionary.to_pylist())[jobs.indices.to_numpy(zero_copy_only=False)]
+    strengths = table.column(t.STRENGTH).to_numpy().astype(np.float64)
+    last_us = pc.fill_null(table.column("last_us"), NO_TIME).to_numpy().astype(np.int64)
+    kept = 0
+    for p in sorted(wanted):
+        rows = np.flatnonzero(row_partition == p)
+        if rows.size:
+            histories.add_segment(
+                p, build_segment(user_codes[rows], user_ids, job_codes[rows], strengths[rows], last_us[rows])
+            )
+            kept += int(rows.size)
+    return kept
