@@ -284,6 +284,10 @@ class ApiConfig:
 @dataclass(frozen=True, config=_STRICT)
 class FoldInConfig:
     model_check_seconds: Annotated[float, Field(gt=0)]
+    consumer_group: Annotated[Text, Field(min_length=1, max_length=249)]
+    replay_seconds: Annotated[float, Field(ge=0)]
+    # Kafka brokers refuse sessions outside group.min/max.session.timeout.ms (6 s to 30 min by default)
+    session_timeout_seconds: Annotated[float, Field(ge=6, le=1800)]
 
 
 @dataclass(frozen=True, config=_STRICT)

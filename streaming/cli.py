@@ -71,13 +71,28 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_speed(cfg: Config, args: argparse.Namespace) -> int:
-    from jobrec.streaming.processes import run_speed_process
+    from jobrec.streaming.processes import run_speed_process, supervise_speed_processes
 
+    if args.processes > 1:
+        command = [sys.executable, "-m", "jobrec.streaming.cli", "--log-level", args.log_level]
+        command += ["--config", os.path.abspath(args.config)] if args.config else []
+        command += ["--data-dir", os.path.abspath(args.data_dir)] if args.data_dir else []
+        command += ["speed"] + (["--stats-dir", os.path.abspath(args.stats_dir)] if args.stats_dir else [])
+        restarts = supervise_speed_processes(command, args.processes, _stop_on_sigterm())
+        print(f"speed instances stopped ({args.processes}, {restarts} restarts)")
+        return 0
     try:
         stats = run_speed_process(cfg, _bootstrap(cfg), _stop_on_sigterm())
     except KeyboardInterrupt:
         stats = None
     print(f"speed layer stopped: {stats}")
+    if stats is not None and args.stats_dir:
+        import dataclasses
+        import json
+
+        folder = Path(args.stats_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"speed-{os.getpid()}.json").write_text(json.dumps(dataclasses.asdict(stats)))
     return 0
 
 
@@ -337,7 +352,7 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     if args.what == "freshness":
         from jobrec.streaming.bench.freshness import run_freshness
 
-        return run_freshness(cfg, _seed_dir(args.seed_dir), args.rate, args.seconds, args.json)
+        return run_freshness(cfg, _seed_dir(args.seed_dir), args.rate, args.seconds, args.json, args.processes)
     if args.what == "api":
         from jobrec.streaming.bench.api import run_api_bench
 
@@ -410,7 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--once", action="store_true", help="read what is on the topic now, then stop")
     i.set_defaults(func=cmd_ingest)
 
-    sp = sub.add_parser("speed", help="refresh a user's list within seconds of their clicks (fold-in)")
+    sp = sub.add_parser(
+        "speed",
+        help="refresh a user's list within seconds of their clicks (fold-in); instances share the clicks "
+        "topic's partitions in one consumer group",
+    )
+    sp.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="speed instances to run on this machine, each owning some partitions of the clicks topic (at most "
+        "kafka.clicks_partitions do work); one that exits is started again",
+    )
+    sp.add_argument("--stats-dir", help="on stop, write each instance's counters as JSON to DIR/speed-PID.json")
     sp.set_defaults(func=cmd_speed)
 
     a = sub.add_parser("api", help="the HTTP ingest and read API (POST /v1/events, GET /v1/recommendations/ID)")
@@ -503,6 +530,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--caps", default="0,2,3,4,5", help="category-cap: caps to measure (0 = none)")
     b.add_argument("--rate", type=int, default=1000, help="freshness: click events per second of load")
+    b.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="freshness: speed instances; 1 runs in the benchmark's process, more run as `jobrec speed --processes N`",
+    )
     b.add_argument("--seconds", type=float, default=30, help="freshness, api: how long the load lasts")
     b.add_argument("--json", action="store_true", help="freshness, api: one line of JSON")
     b.add_argument("--concurrency", type=int, default=8, help="api: keep-alive connections sending at once")

@@ -118,41 +118,63 @@ def _run_speed_started(
     on_ready: Callable[[], None] | None,
     heartbeat: Callable[[], None] | None,
 ) -> SpeedStats:
+    import os
+    import socket
+
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from jobrec.streaming.speed import Histories, ModelHolder, run_speed_layer
+    from jobrec.streaming.histories import Histories
+    from jobrec.streaming.speed import ModelHolder, run_speed_layer
+    from jobrec.streaming.speed_partitions import ClickPartitions
     from jobrec.streaming.speed_sources import load_histories, load_serving_model
 
-    consumer = KafkaConsumer(**client, enable_auto_commit=False, fetch_max_wait_ms=20)
-    closing.callback(consumer.close)
-    partitions = [
-        TopicPartition(topic, p)
-        for topic in (cfg.kafka.clicks_topic, cfg.kafka.jobs_topic)
-        for p in consumer.partitions_for_topic(topic) or ()
+    # every instance reads every job event (the catalog is small and each list needs all of it): assigned, no group
+    jobs_consumer = KafkaConsumer(**client, enable_auto_commit=False, fetch_max_wait_ms=20)
+    closing.callback(jobs_consumer.close)
+    job_partitions = [
+        TopicPartition(cfg.kafka.jobs_topic, p) for p in jobs_consumer.partitions_for_topic(cfg.kafka.jobs_topic) or ()
     ]
-    consumer.assign(partitions)
-    # take the topics' ends before the snapshots: clicks and job events after them are applied from the topics
-    consumer.seek_to_end(*partitions)
-    for tp in partitions:
-        consumer.position(tp)
+    jobs_consumer.assign(job_partitions)
+    # the topic's end before the snapshot: job events after it are applied from the topic
+    jobs_consumer.seek_to_end(*job_partitions)
+    for tp in job_partitions:
+        jobs_consumer.position(tp)
     catalog = CatalogState(
         CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases), cfg.catalog.default_ttl_days
     )
     catalog.load(read_catalog_rows(spark, cfg.storage.tables_root))
-    histories = Histories(dict(cfg.ingest.weights))
-    n_rows = load_histories(spark, cfg.storage.tables_root, histories)
     models = ModelHolder(
         lambda current: load_serving_model(spark, cfg.storage.tables_root, current), cfg.fold_in.model_check_seconds
     ).start()
     closing.callback(models.stop)
     log.info(
-        "speed layer ready: %d users (%d interactions), %d catalog jobs (%d not recommendable), model %s",
-        len(histories.users),
-        n_rows,
+        "speed layer: %d catalog jobs (%d not recommendable), model %s; joining group %s on %s",
         len(catalog.jobs),
         len(catalog.unavailable(datetime.now(timezone.utc))),
         models.model.model_version if models.model else "none yet",
+        cfg.fold_in.consumer_group,
+        cfg.kafka.clicks_topic,
     )
+    session_ms = int(cfg.fold_in.session_timeout_seconds * 1000)
+    consumer = KafkaConsumer(
+        **client,
+        group_id=cfg.fold_in.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=20,
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=max(1000, session_ms // 3),
+    )
+    closing.callback(consumer.close)
+    histories = Histories(dict(cfg.ingest.weights))
+    partitions = ClickPartitions(
+        consumer,
+        cfg.kafka.clicks_topic,
+        histories,
+        lambda wanted, of: load_histories(spark, cfg.storage.tables_root, histories, wanted, of),
+        cfg.fold_in.replay_seconds,
+    )
+    consumer.subscribe([cfg.kafka.clicks_topic], listener=partitions)
     producer = KafkaProducer(**client, acks="all", linger_ms=0)
     closing.callback(producer.close)
     settings = SpeedSettings(
@@ -161,9 +183,8 @@ def _run_speed_started(
         limits=event_limits(cfg),
         max_per_category=cfg.publish.max_per_category,
         jobs_topic=cfg.kafka.jobs_topic,
+        instance=f"{socket.gethostname()}:{os.getpid()}",
     )
-    if on_ready:
-        on_ready()
     return run_speed_layer(
         consumer,
         producer,
@@ -174,6 +195,9 @@ def _run_speed_started(
         stats=stats,
         heartbeat=heartbeat or (lambda: None),
         catalog=catalog,
+        jobs_consumer=jobs_consumer,
+        partitions=partitions,
+        on_ready=on_ready,
     )
 
 
@@ -267,3 +291,38 @@ def read_lists(cfg: Config, bootstrap: str) -> dict[str, dict[str, Any]]:
     from jobrec.streaming.recommendations_reader import read_latest_lists
 
     return read_latest_lists(python_client_args(cfg.kafka, bootstrap), cfg.kafka.recommendations_topic)
+
+
+def supervise_speed_processes(command: list[str], processes: int, stop: threading.Event) -> int:
+    """`jobrec speed --processes N`: N speed instances (`command`, each `jobrec ... speed`) in one consumer group
+    on this machine, each its own interpreter (the hot path is single-threaded Python). One that exits while
+    the others run is started again after a short pause; SIGTERM stops them all. Returns how many restarts."""
+    import subprocess
+
+    def start(i: int) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(command)
+        log.info("speed instance %d of %d started (pid %d)", i + 1, processes, child.pid)
+        return child
+
+    children = [start(i) for i in range(processes)]
+    restarts = 0
+    try:
+        while not stop.wait(1.0):
+            for i, child in enumerate(children):
+                code = child.poll()
+                if code is not None:
+                    log.warning("speed instance %d (pid %d) exited with %d; starting it again", i + 1, child.pid, code)
+                    if stop.wait(2.0):
+                        break
+                    children[i] = start(i)
+                    restarts += 1
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return restarts

@@ -396,6 +396,11 @@ class SpeedSettings:
     max_per_category: int = 0
     # job events come on this topic (None: no catalog updates)
     jobs_topic: str | None = None
+    # sent as the header jobrec-speed-instance of every list: which instance computed it (host:pid)
+    instance: str = ""
+
+
+INSTANCE_HEADER = "jobrec-speed-instance"
 
 
 def run_speed_layer(
@@ -409,28 +414,46 @@ def run_speed_layer(
     stats: SpeedStats | None = None,
     heartbeat: Callable[[], None] = lambda: None,
     catalog: CatalogState | None = None,
+    jobs_consumer: Any = None,
+    partitions: Any = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> SpeedStats:
     """Poll clicks (and job events), fold in against the holder's current model, publish one list per touched
-    user. Job events of a poll are applied before its clicks are scored."""
+    user. Job events of a poll are applied before its clicks are scored.
+
+    With `partitions` (a `speed_partitions.ClickPartitions`, the consumer in a group), the histories of newly
+    assigned partitions are loaded after the poll that assigned them, before any of their records is returned,
+    and the consumed offsets are committed after each poll's lists are acknowledged. `jobs_consumer`: a second
+    consumer for the jobs topic (every instance needs every job event); without it job events come on `consumer`.
+    """
     stats = stats or SpeedStats()
     recent = RecentIds()
     filters = FilterCache()
     last_log = time.monotonic()
+    headers = [(INSTANCE_HEADER, settings.instance.encode())] if settings.instance else None
+    ready = False
     # one BLAS thread: a poll's products are small, and OpenBLAS's extra threads spin on the cores the broker and
     # this loop need (bench freshness at 5,000 events/s: p95 2,047 ms with two, 1,035 ms with one)
     with threadpool_limits(1, "blas"):
         while not should_stop():
             heartbeat()
             polled = consumer.poll(timeout_ms=50, max_records=5000)
+            if partitions is not None:
+                partitions.settle()
+            if not ready and (partitions is None or partitions.settled):
+                ready = True
+                if on_ready:
+                    on_ready()
             records = [
                 (rec.value, rec.timestamp)
                 for tp, batch in polled.items()
                 if tp.topic != settings.jobs_topic
                 for rec in batch
             ]
+            job_polled = jobs_consumer.poll(timeout_ms=0) if jobs_consumer is not None else polled
             if catalog is not None and settings.jobs_topic is not None:
                 job_records = [
-                    (r.value, r.timestamp) for tp, b in polled.items() if tp.topic == settings.jobs_topic for r in b
+                    (r.value, r.timestamp) for tp, b in job_polled.items() if tp.topic == settings.jobs_topic for r in b
                 ]
                 if job_records and apply_job_records(job_records, catalog, settings.limits, stats):
                     log.info("catalog: %d job events applied (%d in all)", len(job_records), stats.job_events)
@@ -459,8 +482,13 @@ def run_speed_layer(
             )
             computed = time.perf_counter()
             for user, message in messages:
-                producer.send(settings.recommendations_topic, key=user.encode(), value=message.encode())
+                producer.send(
+                    settings.recommendations_topic, key=user.encode(), value=message.encode(), headers=headers
+                )
             producer.flush()
+            if partitions is not None:
+                # after the lists are acknowledged: an instance that dies before this leaves the poll to the next owner
+                consumer.commit_async()
             stats.polls_with_records += 1
             stats.compute_seconds += computed - started
             stats.publish_seconds += time.perf_counter() - computed

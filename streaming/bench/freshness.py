@@ -13,14 +13,21 @@ import csv
 import json
 import multiprocessing as mp
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jobrec.schemas.config import Config
+
+if TYPE_CHECKING:
+    from jobrec.streaming.speed import SpeedStats
 
 PROBE_USERS = 50
 PROBE_EVERY_S = 0.2
@@ -50,7 +57,26 @@ def _generate_load(bootstrap: str, client: dict, topic: str, pairs: list, rate: 
     producer.close()
 
 
-def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_json: bool) -> int:
+def _speed_processes(config: Path, processes: int, folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`jobrec speed --processes N` as an operator starts it; its log goes to a file beside the stats."""
+    stats_dir = folder / "speed-stats"
+    log_file = (folder / "speed.log").open("wb")
+    command = [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(config), "speed"]
+    command += ["--processes", str(processes), "--stats-dir", str(stats_dir)]
+    return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT), stats_dir
+
+
+def _summed_stats(stats_dir: Path) -> SpeedStats:
+    from jobrec.streaming.speed import SpeedStats
+
+    total = SpeedStats()
+    for path in sorted(stats_dir.glob("speed-*.json")):
+        for key, value in json.loads(path.read_text()).items():
+            setattr(total, key, getattr(total, key) + value)
+    return total
+
+
+def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_json: bool, processes: int = 1) -> int:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     from jobrec.batch.backfill import CsvLayout, load_counts_csv
@@ -78,15 +104,19 @@ def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_jso
         retrain_and_publish(spark, cfg, None, publish=False)
 
         stats, stop, ready = SpeedStats(), threading.Event(), threading.Event()
-        speed = threading.Thread(
-            target=run_speed,
-            args=(spark, cfg, bootstrap, stop.is_set),
-            kwargs={"stats": stats, "on_ready": ready.set},
-            daemon=True,
-        )
-        speed.start()
-        if not ready.wait(300):
-            raise RuntimeError("the speed layer did not start")
+        if processes == 1:
+            # in this process (as the figures before --processes were measured)
+            speed = threading.Thread(
+                target=run_speed,
+                args=(spark, cfg, bootstrap, stop.is_set),
+                kwargs={"stats": stats, "on_ready": ready.set},
+                daemon=True,
+            )
+            speed.start()
+            if not ready.wait(300):
+                raise RuntimeError("the speed layer did not start")
+        else:
+            supervisor, stats_dir = _speed_processes(stack.config_file(), processes, stack.folder)
 
         # the probe consumer: arrival time of each probe's list
         probes: dict[tuple[str, str], float] = {}
@@ -111,6 +141,28 @@ def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_jso
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
+        if processes > 1:
+            # ready when every probe user (their partitions spread over the instances) has had a list
+            warm_producer = KafkaProducer(**client, acks="all", linger_ms=0)
+            deadline = time.monotonic() + 300
+            answered: set[str] = set()
+            while len(answered) < PROBE_USERS:
+                if time.monotonic() > deadline or supervisor.poll() is not None:
+                    tail = (stack.folder / "speed.log").read_text(errors="replace").splitlines()[-30:]
+                    raise RuntimeError(
+                        "the speed instances did not answer every probe user; their log:\n" + "\n".join(tail)
+                    )
+                for user in probe_users:
+                    if user not in answered:
+                        e = make_click_event(user, probe_jobs[0], "view")
+                        probes[(user, e["occurred_at"])] = time.monotonic()
+                        warm_producer.send(cfg.kafka.clicks_topic, key=user.encode(), value=encode_event(e))
+                warm_producer.flush()
+                time.sleep(1.0)
+                answered = {u for u, _ in arrivals}
+            warm_producer.close()
+            probes.clear()
+            arrivals.clear()
 
         spawn = mp.get_context("spawn")  # a fresh interpreter: no fork of a process that runs a JVM gateway
         sent = spawn.Value("q", 0)
@@ -131,13 +183,19 @@ def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_jso
             probe_producer.send(cfg.kafka.clicks_topic, key=user.encode(), value=encode_event(e)).get(30)
             ack_times.append(time.monotonic() - t0)
             i += 1
-            max_lag = max(max_lag, sent.value + i - stats.records)
+            if processes == 1:
+                max_lag = max(max_lag, sent.value + i - stats.records)
             time.sleep(max(0.0, PROBE_EVERY_S - (time.monotonic() - t0)))
         load.join(120)
         elapsed = time.monotonic() - started
         time.sleep(5)  # the last probes' lists
         stop.set()
-        speed.join(60)
+        if processes == 1:
+            speed.join(60)
+        else:
+            supervisor.send_signal(signal.SIGTERM)
+            supervisor.wait(120)
+            stats = _summed_stats(stats_dir)
         watcher.join(10)
         consumer.close()
         probe_producer.close()
@@ -154,7 +212,8 @@ def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_jso
         "p50_ms": round(float(np.percentile(latencies, 50)), 1) if len(latencies) else None,
         "p95_ms": round(float(np.percentile(latencies, 95)), 1) if len(latencies) else None,
         "p99_ms": round(float(np.percentile(latencies, 99)), 1) if len(latencies) else None,
-        "max_lag": int(max_lag),
+        "speed_processes": processes,
+        "max_lag": int(max_lag) if processes == 1 else None,
         "stages": {
             "probe_send_to_broker_ack_ms_p50": round(float(np.percentile(ack_times, 50)) * 1000, 1),
             "speed_compute_ms_per_poll": round(stats.compute_seconds / polls * 1000, 1),

@@ -3,12 +3,16 @@ folder, the config pointed at them, all removed afterwards."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from jobrec.batch.connections import ensure_topics
 from jobrec.schemas.config import Config
@@ -20,6 +24,22 @@ class BenchStack:
     cfg: Config  # pointed at the broker and the folder below
     broker: BrokerState
     folder: Path
+
+    def config_file(self) -> Path:
+        """`cfg` as a YAML file in the folder, for `jobrec` processes the benchmark starts."""
+        path = self.folder / "config.yaml"
+        path.write_text(yaml.safe_dump(_plain(self.cfg)))
+        return path
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def bench_config(cfg: Config, folder: Path, bootstrap: str) -> Config:

@@ -75,9 +75,11 @@ def test_validation_would_catch_an_unknown_field() -> None:
 def test_what_matters(values: tuple[str, ...]) -> None:
     docs = render(*values)
     deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
-    for name in ("rel-jobrec-ingest", "rel-jobrec-speed"):
-        spec = deployments[name]["spec"]
-        assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", name
+    # one ingest writer per checkpoint, never two pods at once; speed replicas share partitions in a group
+    ingest = deployments["rel-jobrec-ingest"]["spec"]
+    assert ingest["replicas"] == 1 and ingest["strategy"]["type"] == "Recreate"
+    speed = deployments["rel-jobrec-speed"]["spec"]
+    assert speed["replicas"] >= 1 and speed["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     [cron] = by_kind(docs, "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["startingDeadlineSeconds"] > 0
@@ -139,3 +141,14 @@ def test_spark_operator_flag_swaps_the_cronjob_for_a_scheduled_spark_application
     assert not by_kind(docs, "CronJob")
     [app] = by_kind(docs, "ScheduledSparkApplication")
     assert app["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_speed_replicas_come_from_values_and_a_bad_count_is_refused() -> None:
+    [speed] = [
+        d
+        for d in by_kind(render(sets=("speed.replicas=3",)), "Deployment")
+        if d["metadata"]["name"] == "rel-jobrec-speed"
+    ]
+    assert speed["spec"]["replicas"] == 3
+    with pytest.raises(AssertionError, match="replicas"):
+        render(sets=("speed.replicas=0",))

@@ -55,6 +55,8 @@ def write_config(folder: Path, bootstrap: str, name: str, **sections: dict[str, 
         "ingest": {"restart_backoff_seconds": 2},
         # the first retrain of a test's fresh tables searches its parameters: a short search keeps the suite quick
         "retrain": {"tune_budget_seconds": 5},
+        # the session broker serves every test: each test's speed layer in its own group
+        "fold_in": {"consumer_group": f"{name}-speed"},
     }
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)

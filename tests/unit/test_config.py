@@ -134,6 +134,9 @@ def test_out_of_range_values_fail_with_the_key_and_the_rule(override: dict, mess
         ("catalog", "categories", "IT"),
         ("catalog", "default_ttl_days", 1e9),
         ("fold_in", "model_check_seconds", 0),
+        ("fold_in", "session_timeout_seconds", 3),
+        ("fold_in", "replay_seconds", -1),
+        ("fold_in", "consumer_group", ""),
     ],
 )
 def test_bad_values_fail_naming_their_key(section: str, key: str, value: Any) -> None:
