@@ -136,3 +136,16 @@ def test_bench_engines_measures_both_sides_on_both_files(tiny: tuple[Path, Path]
         assert got["pairs"] == pairs
         assert got["lists_published"] == got["offline_users"] == got["reference_users"] == users
         assert got["retrain_publish_ratio"] > 0 and got["offline_ratio"] > 0
+
+
+def test_bench_speed_start_measures_start_and_memory(tiny: tuple[Path, Path]) -> None:
+    _, config = tiny
+    figures = _bench(config, "speed-start", "--interactions", "2000", "--json")
+    # one start before a model is published, one after; each timed to its ready line, its memory read then
+    assert [(r["interactions"], r["model"]) for r in figures["runs"]] == [(2000, "popularity"), (2000, "published")]
+    for run in figures["runs"]:
+        # 2,000 distinct pairs of 200 users (a tenth of the rows), each user with at least one pair
+        assert run["rows"] == run["pairs"] == 2000 and run["users"] == 200
+        assert run["start_s"] > 0 and run["reference_scan_s"] > 0
+        assert run["python_rss_mb"] > 0 and run["jvm_rss_mb"] > 0
+        assert run["python_peak_mb"] >= run["python_rss_mb"] and run["jvm_peak_mb"] >= run["jvm_rss_mb"]
