@@ -2,9 +2,11 @@
 
 A speed instance holds the histories of the users whose clicks arrive on the clicks-topic partitions it owns. The
 snapshot loaded from the interactions table is kept in columns (`HistorySegment`: per user a slice of job codes,
-strengths and last-interaction times; about 20 bytes per interaction, where a dict per user took more than 10
-times that), and a user becomes a `UserHistory` of dicts only when a click of theirs arrives. Partitions a
-rebalance takes away are dropped with their users. Pure: no Spark, no Kafka.
+strengths and last-interaction times: 20 bytes per interaction, plus a dict entry and an id string per user).
+Measured with tracemalloc on 1M interactions of 100k users, ids already in memory: 31 MB held where dicts per
+user took 156 MB; `jobrec bench speed-start` saw 44-49 MB of process memory per million interactions. A user
+becomes a `UserHistory` of dicts only when a click of theirs arrives. Partitions a rebalance takes away are
+dropped with their users. Pure: no Spark, no Kafka.
 """
 
 from __future__ import annotations
