@@ -35,10 +35,10 @@ from threadpoolctl import threadpool_limits
 
 from jobrec.batch.core.catalog import CatalogState, ServingFilter, serving_filter
 from jobrec.batch.core.confidence import rating_values
-from jobrec.batch.core.fold_in import fold_in_user, gramian
+from jobrec.batch.core.fold_in import fold_in_users, gramian
 from jobrec.batch.core.top_n import NO_CATEGORY, capped_top, top_n_unseen
 from jobrec.schemas import tables as t
-from jobrec.schemas.click_event import ClickEvent, EventLimits, parse_click_event
+from jobrec.schemas.click_event import ClickEvent, EventLimits, Rejection, parse_click_event, parse_click_events
 from jobrec.schemas.job_event import JobEvent, parse_job_event
 from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION, recommendation_message
 from jobrec.streaming.histories import Histories, UserHistory
@@ -147,11 +147,11 @@ def recommend_for_users(
     """(source, items) per user: fold-in over the jobs the model knows, else popularity; seen jobs excluded,
     and the jobs `allowed` hides (closed, expired); at most `max_per_category` jobs of one category.
 
-    The users' vectors are solved one by one (each is a rank x rank system) and scored together, in one
-    matrix product against the job factors.
+    The users' vectors are solved together (`fold_in_users`) and scored together, in one matrix product against
+    the job factors.
     """
     out: list[tuple[str, list[dict[str, object]]] | None] = [None] * len(histories)
-    vectors, seen, slots = [], [], []
+    seen, ratings_of, slots = [], [], []
     for k, history in enumerate(histories):
         idx_list, strength_list = [], []
         # a model without factors (none has passed the gate yet) folds in no one
@@ -184,14 +184,18 @@ def recommend_for_users(
                 ]
             )
             ratings = rating_values(ratings, ages, model.confidence, model.epsilon, model.half_life_days)
-        vectors.append(
-            fold_in_user(model.yty, model.job_matrix[idx], ratings, model.alpha, model.reg_param, model.reg_scaling)
-        )
         seen.append(idx)
+        ratings_of.append(ratings)
         slots.append(k)
-    if vectors:
+    # every user's rank x rank system solved in stacks (fold_in_users), not one Python call each
+    vectors = (
+        fold_in_users(model.yty, model.job_matrix, seen, ratings_of, model.alpha, model.reg_param, model.reg_scaling)
+        if seen
+        else None
+    )
+    if vectors is not None:
         ranked = top_n_unseen(
-            np.vstack(vectors),
+            vectors,
             model.job_matrix,
             seen,
             n,
@@ -303,10 +307,18 @@ def process_records(
 ) -> list[tuple[str, str]]:
     """(value, broker timestamp ms) records -> (user_id, message JSON) for every user whose clicks arrived."""
     touched: list[str] = []
-    for value, received_ms in records:
+    records = list(records)
+    try:
+        # the fast decoder for the common shape, the reason-coded parser for the rest: the same verdicts
+        verdicts: list[ClickEvent | Rejection | None] = list(parse_click_events(records, limits))
+    except Exception:  # noqa: BLE001 - judge the records one by one below, and find the one at fault
+        log.exception("decoding %d click records together failed; parsing them one by one", len(records))
+        verdicts = [None] * len(records)
+    for (value, received_ms), verdict in zip(records, verdicts, strict=True):
         stats.records += 1
         try:
-            verdict = parse_click_event(value, received_ms, limits)
+            if verdict is None:
+                verdict = parse_click_event(value, received_ms, limits)
             if not isinstance(verdict, ClickEvent):
                 stats.rejected += 1  # the ingest dead-letters it; nothing to do here
                 continue

@@ -149,15 +149,18 @@ def test_a_user_whose_list_cannot_be_scored_or_published_is_skipped(monkeypatch)
     # a user id that is not UTF-8 encodable cannot key a Kafka message; if one ever got past the contract,
     # only that user's list is dropped (the parser is replaced here because the contract refuses such ids)
     import jobrec.streaming.speed as speed
-    from jobrec.schemas.click_event import ClickEvent, parse_click_event
+    from jobrec.schemas.click_event import ClickEvent, parse_click_events
 
-    def lenient(raw, received_ms, limits):
-        verdict = parse_click_event(raw, received_ms, limits)
-        if isinstance(verdict, ClickEvent) and verdict.user_id == "lone":
-            return ClickEvent(verdict.event_id, "\ud800", verdict.job_id, verdict.event_type, verdict.occurred_at)
-        return verdict
+    def lenient(records, limits):
+        verdicts = parse_click_events(records, limits)
+        return [
+            ClickEvent(v.event_id, "\ud800", v.job_id, v.event_type, v.occurred_at)
+            if isinstance(v, ClickEvent) and v.user_id == "lone"
+            else v
+            for v in verdicts
+        ]
 
-    monkeypatch.setattr(speed, "parse_click_event", lenient)
+    monkeypatch.setattr(speed, "parse_click_events", lenient)
     stats = SpeedStats()
     records = [(event("e1", "lone", "j1"), RECEIVED_MS), (event("e2", "bob", "j2"), RECEIVED_MS)]
     out = dict(process_records(records, Histories(WEIGHTS), RecentIds(), model(), 5, EventLimits(), stats))
@@ -203,3 +206,22 @@ def test_fallback_scores_are_popularity_shares() -> None:
     source, listed = recommend_for_user(m, histories.users["new"], 3)
     assert source == "fallback"
     assert [(i["job_id"], i["score"]) for i in listed] == [(f"j{k}", round(1.0 - k / 30, 6)) for k in range(3)]
+
+
+def test_a_poll_the_batch_decoder_raises_on_is_judged_record_by_record(monkeypatch) -> None:
+    # the fast decoder is a second implementation of the contract: if it ever raises, the poll is not lost
+    import jobrec.streaming.speed as speed
+
+    def broken(records, limits):
+        raise RuntimeError("decoder bug")
+
+    monkeypatch.setattr(speed, "parse_click_events", broken)
+    stats = SpeedStats()
+    records = [
+        (event("e1", "alice", "j1"), RECEIVED_MS),
+        (b"{not json", RECEIVED_MS),
+        (event("e2", "bob", "j2"), RECEIVED_MS),
+    ]
+    out = dict(process_records(records, Histories(WEIGHTS), RecentIds(), model(), 5, EventLimits(), stats))
+    assert set(out) == {"alice", "bob"}
+    assert (stats.records, stats.events, stats.rejected, stats.internal_errors) == (3, 2, 1, 0)
