@@ -9,7 +9,13 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from jobrec.schemas.tables import PARTITION_COLUMNS, TABLE_DDL
+from jobrec.schemas.tables import INTERACTIONS, PARTITION_COLUMNS, TABLE_DDL
+
+# Delta properties a table is created with. interactions takes a MERGE from every ingest micro-batch: with deletion
+# vectors a MERGE that updates a few rows of a file marks them deleted and writes only the new rows, where it would
+# otherwise rewrite every file it touches (clicks on random pairs touch nearly all of them). Measured: 1,000 updates
+# and inserts into 1M rows wrote 21 KB instead of 3.1 MB (all 1M rows copied), in about the same time.
+TABLE_PROPERTIES: dict[str, dict[str, str]] = {INTERACTIONS: {"delta.enableDeletionVectors": "true"}}
 
 
 def absolute_location(location: str) -> str:
@@ -33,6 +39,8 @@ def ensure_delta_table(spark: SparkSession, tables_root: str, name: str) -> str:
         builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
         if name in PARTITION_COLUMNS:
             builder = builder.partitionedBy(*PARTITION_COLUMNS[name])
+        for key, value in TABLE_PROPERTIES.get(name, {}).items():
+            builder = builder.property(key, value)
         builder.execute()
     return path
 

@@ -16,12 +16,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes
+from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes, run_concurrently
 from jobrec.batch.interactions_table import aggregate_interactions, merge_interactions
 from jobrec.schemas import tables as t
 from jobrec.schemas.click_event import EventLimits
@@ -30,7 +31,11 @@ from jobrec.streaming import parse
 log = logging.getLogger(__name__)
 
 QUERY_NAME = "ingest_clicks"
+# the logger whose per-batch records carry the phase timings (`extra` "phases"), for `jobrec bench ingest`
+BATCH_TIMINGS_LOG = __name__
 DEDUP_KEY = "dedup_key"
+INGEST_TABLES = (t.DEAD_LETTERS, t.EVENTS, t.INTERACTIONS)
+STATE_CHANGELOG = "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled"
 INGESTED_AT = "ingested_at"
 
 
@@ -137,62 +142,122 @@ def _discard(counts: dict[str, int]) -> None:
 
 
 def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings) -> dict[str, int]:
-    """The foreachBatch body: write one micro-batch to the three tables, each write idempotent by batch id."""
-    spark = batch.sparkSession
-    started = time.monotonic()
+    """The foreachBatch body: write one micro-batch to the three tables, each write idempotent by batch id.
+
+    The batch is computed once (Kafka read, parse, de-duplication) into the cache by the count of its two sides;
+    the three writes then read the cache and run at once, so their fixed costs (Delta's snapshot of each table,
+    planning, the commit) overlap instead of queueing. Each is skipped on a replay by its own table's (app id,
+    batch id), whichever of them had committed.
+    """
+    phases = _Phases()
     batch = batch.persist()
     try:
-        if batch.isEmpty():  # e.g. the batch Spark runs only to move the watermark on
-            return {"events": 0, "dead_letters": 0}
-        rejected = dead_letter_rows(batch, batch_id)
-        events = batch.where(F.col(t.REASON_CODE).isNull()).select(
-            t.EVENT_ID,
-            t.USER_ID,
-            t.JOB_ID,
-            t.EVENT_TYPE,
-            t.OCCURRED_AT,
-            t.RECEIVED_AT,
-            t.KAFKA_TOPIC,
-            t.KAFKA_PARTITION,
-            t.KAFKA_OFFSET,
-            F.lit(batch_id).cast("long").alias(t.BATCH_ID),
-        )
         sizes = {row[0]: row[1] for row in batch.groupBy(F.col(t.REASON_CODE).isNull()).count().collect()}
         n_events, n_rejected = sizes.get(True, 0), sizes.get(False, 0)
-        # an empty side is not written: an empty commit would cost a Delta transaction for nothing
-        for name, frame, size in ((t.DEAD_LETTERS, rejected, n_rejected), (t.EVENTS, events, n_events)):
-            if not size:
-                continue
-            path = ensure_delta_table(spark, settings.tables_root, name)
-            (
-                frame.write.format("delta")
-                .mode("append")
-                .option("txnAppId", settings.app_id)
-                .option("txnVersion", batch_id)
-                .save(path)
-            )
+        phases.done("read_parse_dedup")
+        events = valid_event_rows(batch, batch_id)
+        writes: list[Callable[[], None]] = []
+        # an empty side is not written: an empty commit would cost a Delta transaction for nothing (an empty batch
+        # is e.g. the one Spark runs only to move the watermark on)
+        if n_rejected:
+            rejected = dead_letter_rows(batch, batch_id)
+            writes.append(partial(phases.timed, t.DEAD_LETTERS, _append, rejected, t.DEAD_LETTERS, batch_id, settings))
         if n_events:
-            path = ensure_delta_table(spark, settings.tables_root, t.INTERACTIONS)
-            with idempotent_writes(spark, settings.app_id, batch_id):
-                merge_interactions(spark, aggregate_interactions(events, settings.weights), path)
+            writes.append(partial(phases.timed, t.EVENTS, _append, events, t.EVENTS, batch_id, settings))
+            writes.append(partial(phases.timed, t.INTERACTIONS, _merge, events, batch_id, settings))
+        if writes:
+            run_concurrently(*writes)
+            phases.done("writes")
         log.info(
-            "batch %d: %d events, %d dead letters in %.2f s",
+            "batch %d: %d events, %d dead letters in %.2f s (%s)",
             batch_id,
             n_events,
             n_rejected,
-            time.monotonic() - started,
+            phases.total_s(),
+            phases.describe(),
+            extra={"phases": {"batch_id": batch_id, **phases.ms}},
         )
         return {"events": n_events, "dead_letters": n_rejected}
     finally:
         batch.unpersist()
 
 
+def valid_event_rows(parsed: DataFrame, batch_id: int) -> DataFrame:
+    """The valid rows of a parsed micro-batch, in the events schema."""
+    return parsed.where(F.col(t.REASON_CODE).isNull()).select(
+        t.EVENT_ID,
+        t.USER_ID,
+        t.JOB_ID,
+        t.EVENT_TYPE,
+        t.OCCURRED_AT,
+        t.RECEIVED_AT,
+        t.KAFKA_TOPIC,
+        t.KAFKA_PARTITION,
+        t.KAFKA_OFFSET,
+        F.lit(batch_id).cast("long").alias(t.BATCH_ID),
+    )
+
+
+def _append(frame: DataFrame, name: str, batch_id: int, settings: IngestSettings) -> None:
+    path = ensure_delta_table(frame.sparkSession, settings.tables_root, name)
+    (
+        frame.write.format("delta")
+        .mode("append")
+        .option("txnAppId", settings.app_id)
+        .option("txnVersion", batch_id)
+        .save(path)
+    )
+
+
+def _merge(events: DataFrame, batch_id: int, settings: IngestSettings) -> None:
+    spark = events.sparkSession
+    path = ensure_delta_table(spark, settings.tables_root, t.INTERACTIONS)
+    # the appends beside it carry the same pair as writer options, so the session confs cannot mislead them
+    with idempotent_writes(spark, settings.app_id, batch_id):
+        merge_interactions(spark, aggregate_interactions(events, settings.weights), path)
+
+
+class _Phases:
+    """Wall time of the steps of one micro-batch, in milliseconds, for the log (and `jobrec bench ingest`)."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.ms: dict[str, int] = {}
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.ms[name] = round((now - self.last) * 1000)
+        self.last = now
+
+    def timed(self, name: str, step: Callable[..., None], *args: object) -> None:
+        """Run one of the concurrent writes and keep its own time."""
+        started = time.perf_counter()
+        try:
+            step(*args)
+        finally:
+            self.ms[name] = round((time.perf_counter() - started) * 1000)
+
+    def total_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} {v / 1000:.2f} s" for k, v in self.ms.items())
+
+
 def start_ingest(
     spark: SparkSession, settings: IngestSettings, *, once: bool = False, trigger_seconds: float = 0.0
 ) -> StreamingQuery:
     """Start the ingest query: `once` reads what is on the topic now and stops (availableNow)."""
-    for name in (t.DEAD_LETTERS, t.EVENTS, t.INTERACTIONS):
+    # The de-duplication state (RocksDB) commits a changelog of the batch's keys instead of a snapshot of the
+    # store: a small batch's state commit halves. A setting of the session, read when the query starts; an
+    # existing checkpoint takes it from its next batch on.
+    spark.conf.set(STATE_CHANGELOG, "true")
+
+    # at once: creating a table is mostly the driver's fixed cost
+    def create(name: str) -> None:
         ensure_delta_table(spark, settings.tables_root, name)
+
+    run_concurrently(*(partial(create, name) for name in INGEST_TABLES))
     records = kafka_source(spark, settings, settings.clicks_topic)
     deduped = drop_repeated_events(parse_kafka_records(records, settings.limits), settings.dedup_window)
     writer = (

@@ -4,15 +4,19 @@ These machines are noisy, so a figure alone says little; the ratio to a referenc
 same minute, says more.
 - ingest: events/s through the whole ingest (parse, dedup, three Delta writes) against a plain Spark batch read
   of the same records from the same topic (the ceiling the Kafka source allows here), and the pure-Python parse
-  rate against json.loads alone.
+  rate against json.loads alone; then the time of one micro-batch of 1,000 events into the tables the run filled
+  (the median of three), split into the query's phases (StreamingQueryProgress.durationMs) and the phases of the
+  batch's own writes (as write_ingest_batch logs them).
 - retrain: ALS fit time on the seed data against the time of one ALS iteration (the fixed overhead).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,25 +74,31 @@ def run_bench(cfg: Config, what: str, n_events: int, seed_dir: Path) -> int:
             producer = KafkaProducer(
                 **python_client_args(cfg.kafka, stack.broker.bootstrap), acks="all", linger_ms=20, batch_size=1 << 18
             )
+
+            def send(first: int, n: int) -> None:
+                for i in range(first, first + n):
+                    e = {
+                        "event_id": f"e{i}",
+                        "user_id": f"u{rng.randrange(5000)}",
+                        "job_id": f"j{rng.randrange(9000)}",
+                        "event_type": rng.choice(["view", "click", "save", "apply"]),
+                        "occurred_at": now,
+                    }
+                    producer.send(cfg.kafka.clicks_topic, key=e["user_id"].encode(), value=json.dumps(e).encode())
+                producer.flush()
+
             t0 = time.perf_counter()
-            for i in range(n_events):
-                e = {
-                    "event_id": f"e{i}",
-                    "user_id": f"u{rng.randrange(5000)}",
-                    "job_id": f"j{rng.randrange(9000)}",
-                    "event_type": rng.choice(["view", "click", "save", "apply"]),
-                    "occurred_at": now,
-                }
-                producer.send(cfg.kafka.clicks_topic, key=e["user_id"].encode(), value=json.dumps(e).encode())
-            producer.flush()
-            producer.close()
+            send(0, n_events)
             figures["produce_events_per_s"] = round(n_events / (time.perf_counter() - t0))
             figures.update(_bench_ingest(spark, cfg, n_events))
+            small = _bench_small_batch(spark, cfg, lambda i: send(n_events + i * SMALL_BATCH, SMALL_BATCH))
+            producer.close()
             rests_on = {"events_ingested": figures["events_ingested"], "micro_batches": figures["micro_batches"]}
         else:
             figures = _bench_retrain(spark, cfg, seed_dir)
             rests_on = {"interactions": figures["interactions"], "retrain_seconds": figures["retrain_seconds"]}
-    print(json.dumps(figures, indent=2))
+            small = {}
+    print(json.dumps({**figures, **small}, indent=2))
     return measured_something(what, rests_on)
 
 
@@ -120,6 +130,65 @@ def _bench_ingest(spark, cfg: Config, n_events: int) -> dict[str, float]:
         "reference_spark_read_events_per_s": round(n_events / read_s),
         "ingest_vs_plain_read_time_ratio": round(ingest_s / read_s, 2),
     }
+
+
+SMALL_BATCH = 1_000
+SMALL_BATCH_ROUNDS = 3
+
+
+def _bench_small_batch(spark, cfg: Config, send: Callable[[int], None]) -> dict[str, object]:
+    """The time of one micro-batch of SMALL_BATCH events, on the checkpoint and tables `_bench_ingest` left: send
+    them, run the ingest until caught up, and take the batch's own progress (query start-up is not in it). The
+    median of SMALL_BATCH_ROUNDS rounds, with that round's phases."""
+    from jobrec.streaming.ingest import BATCH_TIMINGS_LOG, start_ingest
+    from jobrec.streaming.processes import ingest_settings
+
+    timings = _BatchTimingsRecorder()
+    logger = logging.getLogger(BATCH_TIMINGS_LOG)
+    level = logger.level
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    logger.addHandler(timings)
+    rounds = []
+    try:
+        for i in range(SMALL_BATCH_ROUNDS):
+            send(i)
+            timings.seen.clear()
+            query = start_ingest(spark, ingest_settings(cfg, cfg.kafka.bootstrap_servers), once=True)
+            query.awaitTermination()
+            batch = next(p for p in query.recentProgress if p["numInputRows"] > 0)
+            inside = next((t for t in timings.seen if t.get("batch_id") == batch["batchId"]), {})
+            rounds.append((batch["durationMs"]["triggerExecution"], batch, inside))
+    finally:
+        logger.removeHandler(timings)
+        logger.setLevel(level)
+    rounds.sort(key=lambda r: r[0])
+    total_ms, batch, inside = rounds[len(rounds) // 2]
+    return {
+        "small_batch_events": batch["numInputRows"],
+        "small_batch_seconds": round(total_ms / 1000, 2),
+        "small_batch_seconds_each_round": [round(r[0] / 1000, 2) for r in rounds],
+        # the query's phases: addBatch is the foreachBatch (the writes below), the rest is Spark's bookkeeping
+        "small_batch_query_phases_ms": dict(sorted(batch["durationMs"].items(), key=lambda kv: -kv[1])),
+        # inside addBatch: the batch's writes, as write_ingest_batch timed them
+        "small_batch_write_phases_ms": {k: v for k, v in inside.items() if k != "batch_id"},
+        "small_batch_dedup_state_ms": {
+            k: op.get(k) for op in batch.get("stateOperators", [])[:1] for k in ("allUpdatesTimeMs", "commitTimeMs")
+        },
+    }
+
+
+class _BatchTimingsRecorder(logging.Handler):
+    """Keeps the phase timings write_ingest_batch logs with each batch."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[dict[str, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        phases = getattr(record, "phases", None)
+        if isinstance(phases, dict):
+            self.seen.append(phases)
 
 
 def _bench_retrain(spark, cfg: Config, seed_dir: Path) -> dict[str, float]:

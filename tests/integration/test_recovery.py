@@ -44,7 +44,7 @@ def events_in_table(spark, tables_root: str) -> int:
 
 
 def clicks_in_interactions(spark, tables_root: str) -> int:
-    """All counts in interactions added up: the MERGE is the last write of a micro-batch."""
+    """All counts in interactions added up."""
     try:
         return sum(interactions_by_type(spark, tables_root).values())
     except Exception:  # noqa: BLE001 - the table does not exist before the first batch
@@ -135,8 +135,16 @@ def test_broker_restart_under_a_running_stream(spark, tmp_path, request) -> None
         producer = make_producer(cfg)
         send(producer, cfg.kafka.clicks_topic, [(None, json.dumps(e).encode()) for e in after])
         producer.close()
+        # the batch's writes run at once: wait for both tables, not only the MERGE, before stopping the ingest
         wait_for(
-            lambda: clicks_in_interactions(spark, cfg.storage.tables_root) >= 1000, 400, "the 500 sent after", proc, log
+            lambda: (
+                clicks_in_interactions(spark, cfg.storage.tables_root) >= 1000
+                and events_in_table(spark, cfg.storage.tables_root) >= 1000
+            ),
+            400,
+            "the 500 sent after",
+            proc,
+            log,
         )
         assert proc.poll() is None, "the ingest process should have recovered, not exited"
     finally:
