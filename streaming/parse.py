@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 
 from jobrec.schemas import tables as t
-from jobrec.schemas.click_event import EventLimits, Rejection, parse_click_event
+from jobrec.schemas.click_event import ClickEvent, EventLimits, Rejection, parse_click_event, parse_click_events
 
 # input columns (selected from Spark's Kafka source before the call)
 IN_VALUE = "value"
@@ -61,14 +61,24 @@ MAX_DETAIL = 200
 def parse_record_batch(batch: pa.RecordBatch, limits: EventLimits) -> pa.RecordBatch:
     """One output row per input record, in order: the event's fields, or a reason and the raw bytes."""
     values = batch.column(IN_VALUE).to_pylist()
-    received = batch.column(IN_RECEIVED_MS).to_pylist()
-    rows = [_click_row(raw, received_ms, limits) for raw, received_ms in zip(values, received, strict=True)]
+    received = [ms if ms is not None else 0 for ms in batch.column(IN_RECEIVED_MS).to_pylist()]
+    records = list(zip(values, received, strict=True))
+    verdicts: Sequence[ClickEvent | Rejection | None]
+    try:
+        # the fast decoder for the common shape, the reason-coded parser for the rest: the same verdicts
+        verdicts = parse_click_events(records, limits)
+    except Exception:  # judged record by record below, where one that raises becomes an internal_error
+        verdicts = [None] * len(records)
+    rows = [_click_row(raw, ms, limits, v) for (raw, ms), v in zip(records, verdicts, strict=True)]
     return verdict_batch(PARSED_ARROW_SCHEMA, rows, values, batch)
 
 
-def _click_row(raw: bytes | None, received_ms: int | None, limits: EventLimits) -> tuple[object, ...] | Rejection:
+def _click_row(
+    raw: bytes | None, received_ms: int, limits: EventLimits, verdict: ClickEvent | Rejection | None = None
+) -> tuple[object, ...] | Rejection:
     try:
-        verdict = parse_click_event(raw, received_ms if received_ms is not None else 0, limits)
+        if verdict is None:
+            verdict = parse_click_event(raw, received_ms, limits)
         if isinstance(verdict, Rejection):
             return verdict
         return (verdict.event_id, verdict.user_id, verdict.job_id, verdict.event_type, verdict.occurred_at_micros)

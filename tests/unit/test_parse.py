@@ -85,7 +85,12 @@ def test_a_record_that_makes_the_parser_raise_is_an_internal_error_dead_letter(m
             raise ZeroDivisionError("division by zero")
         return real(raw, received_ms, limits)
 
+    def flaky_batch(records, limits):
+        return [flaky(raw, ms, limits) for raw, ms in records]
+
+    # the batch decoder raises on the poison record; the batch is judged record by record, where it raises again
     monkeypatch.setattr(parse, "parse_click_event", flaky)
+    monkeypatch.setattr(parse, "parse_click_events", flaky_batch)
     out = parse.parse_record_batch(batch_of([click(event_id="a"), b"explode", click(event_id="b")]), EventLimits())
     got = out.to_pydict()
     assert got["event_id"] == ["a", None, "b"]
@@ -106,7 +111,9 @@ def test_an_accepted_event_arrow_cannot_hold_is_an_internal_error_dead_letter(mo
             ClickEvent("e2", "u", "pj\ud800", "view", verdict.occurred_at) if raw == click(event_id="e2") else verdict
         )
 
-    monkeypatch.setattr(parse, "parse_click_event", leaky)
+    monkeypatch.setattr(
+        parse, "parse_click_events", lambda records, limits: [leaky(r, ms, limits) for r, ms in records]
+    )
     out = parse.parse_record_batch(batch_of([click(), click(event_id="e2")]), EventLimits())
     out.validate(full=True)
     got = out.to_pydict()
