@@ -10,7 +10,7 @@ import numpy as np
 from kafka.partitioner.default import murmur2
 
 from jobrec.schemas.click_event import ClickEvent, epoch_micros
-from jobrec.streaming.histories import NO_TIME, Histories, build_segment
+from jobrec.streaming.histories import NO_TIME, Histories, HistorySegment, build_segment
 
 WEIGHTS = {"view": 1.0, "click": 2.0, "save": 3.0, "apply": 5.0}
 T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
@@ -25,22 +25,22 @@ def _rows(seed: int) -> list[tuple[str, str, float, datetime | None]]:
     ]
 
 
+def _segment(h: Histories, rows: list[tuple[str, str, float, datetime | None]], users: list[str]) -> HistorySegment:
+    code = {u: i for i, u in enumerate(users)}
+    return build_segment(
+        np.array([code[u] for u, *_ in rows], dtype=np.int64),
+        users,
+        h.jobs.codes_of([j for _, j, *_ in rows]),
+        np.array([s for _, _, s, _ in rows]),
+        np.array([epoch_micros(t) if t else NO_TIME for *_, t in rows], dtype=np.int64),
+    )
+
+
 def _segmented(rows: list[tuple[str, str, float, datetime | None]]) -> Histories:
     h = Histories(WEIGHTS)
-    users = sorted({u for u, *_ in rows})
-    code = {u: i for i, u in enumerate(users)}
     shuffled = rows[:]
     random.Random(5).shuffle(shuffled)  # the table's order is any order
-    h.add_segment(
-        0,
-        build_segment(
-            np.array([code[u] for u, *_ in shuffled]),
-            users,
-            h.jobs.codes_of([j for _, j, *_ in shuffled]),
-            np.array([s for _, _, s, _ in shuffled]),
-            np.array([epoch_micros(t) if t else NO_TIME for *_, t in shuffled], dtype=np.int64),
-        ),
-    )
+    h.add_segment(0, _segment(h, shuffled, sorted({u for u, *_ in rows})))
     return h
 
 
@@ -72,19 +72,8 @@ def test_dropping_partitions_forgets_exactly_their_users() -> None:
     h = Histories(WEIGHTS)
     users = sorted({u for u, *_ in rows})
     part = {u: (murmur2(u.encode()) & 0x7FFFFFFF) % 3 for u in users}
-    code = {u: i for i, u in enumerate(users)}
     for p in range(3):
-        mine = [r for r in rows if part[r[0]] == p]
-        h.add_segment(
-            p,
-            build_segment(
-                np.array([code[u] for u, *_ in mine]),
-                users,
-                h.jobs.codes_of([j for _, j, *_ in mine]),
-                np.array([s for _, _, s, _ in mine]),
-                np.full(len(mine), NO_TIME, dtype=np.int64),
-            ),
-        )
+        h.add_segment(p, _segment(h, [r for r in rows if part[r[0]] == p], users))
     clicked = [u for u in users if part[u] == 1][0]
     h.add(ClickEvent("e", clicked, "j1", "view", T0))  # moved out of its segment
     h.add(ClickEvent("f", "brand-new", "j1", "view", T0))
