@@ -93,10 +93,25 @@ def test_bench_implicit_compares_both_libraries(tiny: tuple[Path, Path]) -> None
     assert figures["spark_train_seconds"] > 0 and figures["implicit_train_seconds"] > 0
 
 
-def test_bench_freshness_answers_probes(tiny: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_bench_freshness_answers_probes(tiny: tuple[Path, Path], processes: int) -> None:
+    # 1: the speed layer in the benchmark's process; 2: `jobrec speed --processes 2`, counters summed from both
     seed, config = tiny
-    figures = _bench(config, "freshness", "--rate", "50", "--seconds", "3", "--seed-dir", str(seed), "--json")
+    figures = _bench(
+        config,
+        "freshness",
+        "--rate",
+        "50",
+        "--seconds",
+        "3",
+        "--processes",
+        str(processes),
+        "--seed-dir",
+        str(seed),
+        "--json",
+    )
     assert figures["probes_answered"] > 0 and figures["p50_ms"] is not None
+    assert figures["speed_processes"] == processes and figures["speed_layer"]["lists"] > 0
 
 
 def test_bench_api_accepts_and_delivers(tiny: tuple[Path, Path]) -> None:
