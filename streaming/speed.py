@@ -1,9 +1,10 @@
 """The speed layer: a user's new clicks refresh that user's list within seconds, between retrains.
 
-It follows the clicks topic with a plain Kafka consumer (no micro-batch scheduler in the way), keeps every
-user's history in memory (loaded from the Delta interactions table, then updated click by click), and for each
-user whose clicks arrive re-solves the user's vector against the serving model's fixed job factors
-(`fold_in.fold_in_user`) and publishes a new top-N list (source fold-in). A user with no job the model knows
+It follows the clicks topic with a Kafka consumer (no micro-batch scheduler in the way), in a consumer group whose
+instances share the topic's partitions (`speed_partitions`); it keeps the history of every user of its partitions
+in memory (`histories`: loaded from the Delta interactions table, then updated click by click), and for the users
+whose clicks a poll brings re-solves their vectors against the serving model's fixed job factors
+(`fold_in.fold_in_users`) and publishes a new top-N list (source fold-in). A user with no job the model knows
 gets a popularity list (source fallback): the popular jobs of the categories the user clicked first, then the
 popular jobs overall, until the next retrain. When a retrain publishes a new model version, the next check
 (every fold_in.model_check_seconds) switches to it without a restart. Until a first model passes the quality gate,
