@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -16,6 +17,9 @@ from jobrec.schemas.tables import INTERACTIONS, PARTITION_COLUMNS, TABLE_DDL
 # otherwise rewrite every file it touches (clicks on random pairs touch nearly all of them). Measured: 1,000 updates
 # and inserts into 1M rows wrote 21 KB instead of 3.1 MB (all 1M rows copied), in about the same time.
 TABLE_PROPERTIES: dict[str, dict[str, str]] = {INTERACTIONS: {"delta.enableDeletionVectors": "true"}}
+
+
+log = logging.getLogger(__name__)
 
 
 def absolute_location(location: str) -> str:
@@ -41,7 +45,15 @@ def ensure_delta_table(spark: SparkSession, tables_root: str, name: str) -> str:
             builder = builder.partitionedBy(*PARTITION_COLUMNS[name])
         for key, value in TABLE_PROPERTIES.get(name, {}).items():
             builder = builder.property(key, value)
-        builder.execute()
+        try:
+            builder.execute()
+        except Exception:
+            # two processes creating the same new table at once (speed instances starting together on an empty
+            # folder): the loser's first commit conflicts (ProtocolChangedException). Its isDeltaTable still
+            # answers from the cached empty log, but a second createIfNotExists reads the log afresh and finds the
+            # winner's table; any other failure fails again here
+            log.info("creating %s conflicted with another writer; trying once more", name)
+            builder.execute()
     return path
 
 

@@ -293,6 +293,19 @@ def read_lists(cfg: Config, bootstrap: str) -> dict[str, dict[str, Any]]:
     return read_latest_lists(python_client_args(cfg.kafka, bootstrap), cfg.kafka.recommendations_topic)
 
 
+def _terminate_with_parent() -> None:
+    """In a child before exec: SIGTERM when the supervisor dies, even by SIGKILL (Linux), so no instance is left
+    holding partitions of the group without a supervisor to restart or stop it."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:  # not Linux: the instances outlive a killed supervisor
+        pass
+
+
 def supervise_speed_processes(command: list[str], processes: int, stop: threading.Event) -> int:
     """`jobrec speed --processes N`: N speed instances (`command`, each `jobrec ... speed`) in one consumer group
     on this machine, each its own interpreter (the hot path is single-threaded Python). One that exits while
@@ -300,7 +313,7 @@ def supervise_speed_processes(command: list[str], processes: int, stop: threadin
     import subprocess
 
     def start(i: int) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(command)
+        child = subprocess.Popen(command, preexec_fn=_terminate_with_parent)
         log.info("speed instance %d of %d started (pid %d)", i + 1, processes, child.pid)
         return child
 
