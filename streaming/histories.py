@@ -31,6 +31,16 @@ class UserHistory:
     newest_event_at: datetime | None = None
 
 
+def _record(h: UserHistory, job: str, strength: float, at: datetime | None) -> None:
+    """Strength added to the user's job; its last time and the user's newest time moved forward to `at`."""
+    h.strengths[job] = h.strengths.get(job, 0.0) + strength
+    if at:
+        if job not in h.last_at or at > h.last_at[job]:
+            h.last_at[job] = at
+        if h.newest_event_at is None or at > h.newest_event_at:
+            h.newest_event_at = at
+
+
 class JobCodes:
     """job_id <-> a small int, shared by every segment (a job id is stored once, not once per interaction)."""
 
@@ -97,13 +107,7 @@ class Histories:
     def load(self, rows: Iterable[tuple[str, str, float, datetime | None]]) -> None:
         """Rows of (user, job, strength, last_at) added to the users' histories (small loads and tests)."""
         for user, job, strength, last_at in rows:
-            h = self._history(user)
-            h.strengths[job] = h.strengths.get(job, 0.0) + strength
-            if last_at:
-                if job not in h.last_at or last_at > h.last_at[job]:
-                    h.last_at[job] = last_at
-                if h.newest_event_at is None or last_at > h.newest_event_at:
-                    h.newest_event_at = last_at
+            _record(self._history(user), job, strength, last_at)
 
     def add_segment(self, partition: int, segment: HistorySegment) -> None:
         self.segments.setdefault(partition, []).append(segment)
@@ -158,12 +162,7 @@ class Histories:
         return h
 
     def add(self, event: ClickEvent) -> None:
-        h = self._history(event.user_id)
-        h.strengths[event.job_id] = h.strengths.get(event.job_id, 0.0) + self.weights[event.event_type]
-        if event.job_id not in h.last_at or event.occurred_at > h.last_at[event.job_id]:
-            h.last_at[event.job_id] = event.occurred_at
-        if h.newest_event_at is None or event.occurred_at > h.newest_event_at:
-            h.newest_event_at = event.occurred_at
+        _record(self._history(event.user_id), event.job_id, self.weights[event.event_type], event.occurred_at)
 
     @property
     def user_count(self) -> int:

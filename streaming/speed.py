@@ -293,20 +293,14 @@ def _excerpt(value: bytes | None) -> bytes | None:
     return value[:200] if value else value
 
 
-def process_records(
+def apply_click_records(
     records: Iterable[tuple[bytes | None, int]],
     histories: Histories,
     recent: RecentIds,
-    model: ServingModel,
-    n: int,
     limits: EventLimits,
     stats: SpeedStats,
-    *,
-    catalog: CatalogState | None = None,
-    filters: FilterCache | None = None,
-    max_per_category: int = 0,
-) -> list[tuple[str, str]]:
-    """(value, broker timestamp ms) records -> (user_id, message JSON) for every user whose clicks arrived."""
+) -> list[str]:
+    """Valid, not repeated click records into the histories; returns their users, in order (with repeats)."""
     touched: list[str] = []
     records = list(records)
     try:
@@ -332,6 +326,24 @@ def process_records(
         except Exception:  # noqa: BLE001 - one record must never stop the layer; the ingest dead-letters it
             stats.internal_errors += 1
             log.exception("skipped a click record that made the speed layer raise: %r", _excerpt(value))
+    return touched
+
+
+def process_records(
+    records: Iterable[tuple[bytes | None, int]],
+    histories: Histories,
+    recent: RecentIds,
+    model: ServingModel,
+    n: int,
+    limits: EventLimits,
+    stats: SpeedStats,
+    *,
+    catalog: CatalogState | None = None,
+    filters: FilterCache | None = None,
+    max_per_category: int = 0,
+) -> list[tuple[str, str]]:
+    """(value, broker timestamp ms) records -> (user_id, message JSON) for every user whose clicks arrived."""
+    touched = apply_click_records(records, histories, recent, limits, stats)
     generated_at = datetime.now(timezone.utc)
     users = list(dict.fromkeys(touched))
     allowed = (filters or FilterCache()).get(model, catalog, generated_at) if catalog is not None else None
@@ -475,10 +487,7 @@ def run_speed_layer(
                 continue
             if model is None:
                 # no model yet: histories still grow, lists start with the first retrain
-                for value, received_ms in records:
-                    verdict = parse_click_event(value, received_ms, settings.limits)
-                    if isinstance(verdict, ClickEvent) and not recent.seen_before(verdict.event_id):
-                        histories.add(verdict)
+                apply_click_records(records, histories, recent, settings.limits, stats)
                 continue
             started = time.perf_counter()
             messages = process_records(
