@@ -6,11 +6,14 @@ these; everything below them receives a SparkSession or a dict of options as an 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sys
-from pathlib import Path
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from jobrec.batch.delta_tables import absolute_location
 from jobrec.schemas.config import Config, KafkaConfig
@@ -152,6 +155,51 @@ def jvm_log_options(base_level: str, show_noise: bool) -> str:
     )
 
 
+LOCAL_URI = "local:"
+
+
+def jars_folder(jars_dir: str) -> Path:
+    """The folder on this machine that spark.jars_dir names: a path, or the path of a `local:` URI."""
+    if not jars_dir.startswith(LOCAL_URI):
+        return Path(jars_dir)
+    parsed = urlparse(jars_dir)
+    if parsed.netloc or not parsed.path.startswith("/"):
+        raise ValueError(
+            f"spark.jars_dir: {jars_dir!r} is not a local: URI of an absolute folder, such as local:///opt/jobrec/jars "
+            "(three slashes: no host)"
+        )
+    return Path(parsed.path)
+
+
+def spark_jar_uris(jars_dir: str, names: Iterable[str]) -> list[str]:
+    """spark.jars for the jar files `names` of spark.jars_dir. A folder path gives absolute paths: the driver then
+    serves every jar to every executor. A `local:///opt/...` folder (present on every node, as in the image) gives
+    `local://` URIs: each executor reads them from its own disk and the driver serves none."""
+    folder = jars_folder(jars_dir)
+    if jars_dir.startswith(LOCAL_URI):
+        return [f"local://{PurePosixPath(folder, name)}" for name in names]
+    return [os.path.abspath(folder / name) for name in names]
+
+
+def cluster_on_loopback(master: str) -> bool:
+    """Whether the driver's cluster is all on this machine's loopback: local mode, or a standalone master at
+    127.x, localhost or ::1 (`jobrec spark-cluster start`). The driver then listens on 127.0.0.1 only."""
+    if master.startswith("local"):
+        return True
+    if not master.startswith("spark://"):
+        return False
+    # a standalone master URL may list several masters (ZooKeeper high availability): host:port,host:port
+    for address in master.removeprefix("spark://").split(","):
+        host = address.rpartition(":")[0].strip("[]")
+        if host != "localhost":
+            try:
+                if not ipaddress.ip_address(host).is_loopback:
+                    return False
+            except ValueError:
+                return False
+    return True
+
+
 def build_spark_session(cfg: Config, app_name: str) -> SparkSession:
     """A SparkSession with Delta and the Kafka connector from the local jar cache.
 
@@ -162,19 +210,20 @@ def build_spark_session(cfg: Config, app_name: str) -> SparkSession:
 
     # Python workers must run this interpreter (the venv with pyarrow and this project), not the first python3
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if cfg.spark.master.startswith("local"):
-        # bind the driver to loopback only; the machine's hostname may resolve elsewhere
+    if cluster_on_loopback(cfg.spark.master):
+        # bind the driver to loopback only (executors of a cluster on this machine reach it there); the machine's
+        # hostname may resolve elsewhere
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     jars = ""
     if cfg.spark.jars_dir:
-        found = sorted(str(p.resolve()) for p in Path(cfg.spark.jars_dir).glob("*.jar"))
-        if not any("delta-spark" in j for j in found):
+        names = sorted(p.name for p in jars_folder(cfg.spark.jars_dir).glob("*.jar"))
+        if not any(name.startswith("delta-spark") for name in names):
             raise MissingJars(
-                f"no Delta jars in {cfg.spark.jars_dir} (spark.jars_dir): in a checkout `make setup` resolves them "
-                "there from Maven Central; elsewhere point spark.jars_dir (or JOBREC_CACHE_DIR) at a folder that has "
-                "them, as the image's /opt/jobrec/jars"
+                f"no Delta jars in {jars_folder(cfg.spark.jars_dir)} (spark.jars_dir {cfg.spark.jars_dir}): in a "
+                "checkout `make setup` resolves them there from Maven Central; elsewhere point spark.jars_dir (or "
+                "JOBREC_CACHE_DIR) at a folder that has them, as the image's local:///opt/jobrec/jars"
             )
-        jars = ",".join(found)
+        jars = ",".join(spark_jar_uris(cfg.spark.jars_dir, names))
     builder = (
         SparkSession.builder.appName(app_name)
         .master(cfg.spark.master)
