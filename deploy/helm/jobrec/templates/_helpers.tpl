@@ -44,38 +44,197 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
-{{/* The pod parts every jobrec process shares: config, data, writable scratch, security. */}}
+{{/* Whether a component (its values: .Values.ingest, ...) runs its Spark executors on Kubernetes: "true" or "". */}}
+{{- define "jobrec.k8sExecutors" -}}
+{{- if and .enabled (dig "kubernetesExecutors" "enabled" false .) }}true{{ end -}}
+{{- end -}}
+
+{{/* Whether any component is a Spark driver on Kubernetes (then the Role, the pod template and the token exist). */}}
+{{- define "jobrec.anyK8sExecutors" -}}
+{{- if or (include "jobrec.k8sExecutors" .Values.ingest) (include "jobrec.k8sExecutors" .Values.retrain) }}true{{ end -}}
+{{- end -}}
+
+{{- define "jobrec.driverServiceName" -}}
+{{- printf "%s-%s-driver" (include "jobrec.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "jobrec.image" -}}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
+{{- end -}}
+
+{{/* S3 credentials from the Secret: the executors need them too (fs.s3a reads AWS_* on every JVM). */}}
+{{- define "jobrec.s3SecretEnv" -}}
+{{- $s := .Values.secrets -}}
+{{- if $s.existingSecret }}
+{{- range $pair := list (list "AWS_ACCESS_KEY_ID" $s.s3AccessKeyKey) (list "AWS_SECRET_ACCESS_KEY" $s.s3SecretKeyKey) }}
+{{- if index $pair 1 }}
+- name: {{ index $pair 0 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.existingSecret }}
+      key: {{ index $pair 1 }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The config file of one component: .Values.config, the Secret-backed Kafka credentials as ${VAR} references, the
+component's `spark` merged over config.spark, and for a Spark driver on Kubernetes the k8s:// master and every
+setting a client-mode driver in a pod needs. Arguments: root, component (ingest, speed, retrain, api or "" for the
+shared config.yaml).
+*/}}
+{{- define "jobrec.componentConfig" -}}
+{{- $root := .root -}}
+{{- $config := deepCopy $root.Values.config -}}
+{{- if $root.Values.secrets.kafkaUsernameKey }}
+{{- $_ := set $config "kafka" (merge (default dict $config.kafka) (dict "security" (merge (default dict (default dict $config.kafka).security) (dict "username" "${JOBREC_KAFKA_USERNAME}" "password" "${JOBREC_KAFKA_PASSWORD}")))) }}
+{{- end }}
+{{- if .component }}
+{{- $values := index $root.Values .component -}}
+{{- $spark := mergeOverwrite (deepCopy (default dict $config.spark)) (deepCopy (default dict $values.spark)) -}}
+{{- if include "jobrec.k8sExecutors" $values }}
+{{- $k8s := $root.Values.sparkKubernetes -}}
+{{- $exec := $values.kubernetesExecutors -}}
+{{- $extra := default dict $spark.extra -}}
+{{- $_ := set $spark "master" (printf "k8s://%s" $k8s.apiServer) -}}
+{{- $driver := dict
+  "spark.submit.deployMode" "client"
+  "spark.kubernetes.namespace" $root.Release.Namespace
+  "spark.kubernetes.container.image" (include "jobrec.image" $root)
+  "spark.kubernetes.container.image.pullPolicy" $root.Values.image.pullPolicy
+  "spark.kubernetes.driver.pod.name" "${JOBREC_POD_NAME}"
+  "spark.kubernetes.executor.podTemplateFile" "/etc/jobrec/executor-pod-template.yaml"
+  "spark.kubernetes.executor.podTemplateContainerName" "spark-executor"
+  "spark.kubernetes.authenticate.caCertFile" "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+  "spark.kubernetes.authenticate.oauthTokenFile" "/var/run/secrets/kubernetes.io/serviceaccount/token"
+  "spark.driver.host" (printf "%s.%s.svc" (include "jobrec.driverServiceName" (dict "root" $root "component" .component)) $root.Release.Namespace)
+  "spark.driver.bindAddress" "0.0.0.0"
+  "spark.driver.port" (toString $k8s.driverPort)
+  "spark.blockManager.port" (toString $k8s.blockManagerPort)
+  "spark.executor.instances" (toString $exec.instances)
+  "spark.executor.cores" (toString $exec.cores)
+  "spark.executor.memory" $exec.memory
+  "spark.executor.memoryOverhead" $exec.memoryOverhead
+-}}
+{{- with $root.Values.imagePullSecrets }}
+{{- $names := list -}}
+{{- range . }}{{ $names = append $names .name }}{{ end -}}
+{{- $_ := set $driver "spark.kubernetes.container.image.pullSecrets" (join "," $names) -}}
+{{- end }}
+{{- /* the chart's settings win: a driver in a pod only works with these */ -}}
+{{- $_ := set $spark "extra" (mergeOverwrite $extra $driver) -}}
+{{- end }}
+{{- $_ := set $config "spark" $spark -}}
+{{- end }}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* A JVM size (512m, 4g, 1t, 2048k; no unit = MiB, as spark.driver.memory reads it) in MiB. */}}
+{{- define "jobrec.jvmMiB" -}}
+{{- $s := lower (toString .) | trim -}}
+{{- if not (regexMatch "^[0-9]+[kmgt]?b?$" $s) }}
+{{- fail (printf "%q is not a JVM memory size such as 512m or 4g" (toString .)) }}
+{{- end }}
+{{- $n := regexReplaceAll "^([0-9]+).*$" $s "${1}" | float64 -}}
+{{- $unit := regexReplaceAll "^[0-9]+([kmgt]?).*$" $s "${1}" -}}
+{{- $scale := get (dict "" 1.0 "k" (divf 1.0 1024) "m" 1.0 "g" 1024.0 "t" 1048576.0) $unit -}}
+{{- mulf $n $scale -}}
+{{- end -}}
+
+{{/* A Kubernetes memory quantity (4Gi, 512Mi, 4G, 1.5Gi, 1000000000) in MiB. */}}
+{{- define "jobrec.quantityMiB" -}}
+{{- $s := toString . | trim -}}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$" $s) }}
+{{- fail (printf "%q is not a memory quantity such as 512Mi or 4Gi" $s) }}
+{{- end }}
+{{- $n := regexReplaceAll "^([0-9.]+).*$" $s "${1}" | float64 -}}
+{{- $unit := regexReplaceAll "^[0-9.]+(.*)$" $s "${1}" -}}
+{{- $mib := 1048576.0 -}}
+{{- $scale := get (dict "" (divf 1.0 $mib) "Ki" (divf 1.0 1024) "Mi" 1.0 "Gi" 1024.0 "Ti" 1048576.0 "k" (divf 1000.0 $mib) "M" (divf 1000000.0 $mib) "G" (divf 1000000000.0 $mib) "T" (divf 1000000000000.0 $mib)) $unit -}}
+{{- mulf $n $scale -}}
+{{- end -}}
+
+{{/*
+Refuse a memory limit that cannot hold the process: the driver heap (the component's spark.driver_memory, else
+config.spark.driver_memory, else jobrec's default 4g), the JVM's overhead beside its heap (max(384Mi, 10% of the
+heap), as Spark sizes spark.driver.memoryOverhead) and the Python process (pythonMemory). Arguments: root, component.
+*/}}
+{{- define "jobrec.checkMemory" -}}
+{{- $values := index .root.Values .component -}}
+{{- $heapText := coalesce (dig "spark" "driver_memory" "" $values) (dig "spark" "driver_memory" "" .root.Values.config) "4g" -}}
+{{- $heap := include "jobrec.jvmMiB" $heapText | float64 -}}
+{{- $overhead := maxf 384.0 (mulf $heap 0.1) -}}
+{{- $python := include "jobrec.quantityMiB" $values.pythonMemory | float64 -}}
+{{- $limitText := dig "resources" "limits" "memory" "" $values -}}
+{{- if not $limitText }}
+{{- fail (printf "%s.resources.limits.memory is not set: the process needs at least %.0fMi" .component (addf $heap $overhead $python)) }}
+{{- end }}
+{{- $limit := include "jobrec.quantityMiB" $limitText | float64 -}}
+{{- $need := addf $heap $overhead $python -}}
+{{- if lt $limit $need }}
+{{- fail (printf "%s.resources.limits.memory %s (%.0fMi) cannot hold the process: driver heap %s (spark.driver_memory) + JVM overhead %.0fMi (max(384Mi, 10%% of the heap)) + Python %s (%s.pythonMemory) = %.0fMi; raise the limit or lower the heap" .component $limitText $limit $heapText $overhead $values.pythonMemory .component $need) }}
+{{- end }}
+{{- end -}}
+
+{{/* The pod parts every jobrec process shares: config, data, writable scratch, security. Arguments: root, component. */}}
 {{- define "jobrec.podCommon" -}}
-serviceAccountName: {{ include "jobrec.serviceAccountName" . }}
+{{- $root := .root -}}
+{{- $driver := include "jobrec.k8sExecutors" (index $root.Values .component) -}}
+serviceAccountName: {{ include "jobrec.serviceAccountName" $root }}
+# only a Spark driver that starts executor pods talks to the Kubernetes API
+automountServiceAccountToken: {{ $driver | eq "true" }}
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
-{{- with .Values.imagePullSecrets }}
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 volumes:
   - name: config
     configMap:
-      name: {{ include "jobrec.fullname" . }}-config
+      name: {{ include "jobrec.fullname" $root }}-config
   # the root filesystem is read-only: Spark's scratch space and Python's temp files go here
   - name: tmp
     emptyDir: {}
-  {{- if .Values.persistence.enabled }}
+  {{- if $root.Values.persistence.enabled }}
   - name: data
     persistentVolumeClaim:
-      claimName: {{ include "jobrec.fullname" . }}-data
+      claimName: {{ include "jobrec.fullname" $root }}-data
   {{- end }}
 {{- end -}}
 
+{{/* Arguments: root, component. */}}
 {{- define "jobrec.volumeMounts" -}}
 - name: config
   mountPath: /etc/jobrec
   readOnly: true
 - name: tmp
   mountPath: /tmp
-{{- if .Values.persistence.enabled }}
+{{- if .root.Values.persistence.enabled }}
 - name: data
   mountPath: /data
+{{- end }}
+{{- end -}}
+
+{{/* What a client-mode Spark driver in a pod adds to its container: its pod name, and the ports executors reach. */}}
+{{- define "jobrec.driverEnv" -}}
+{{- if include "jobrec.k8sExecutors" (index .root.Values .component) }}
+# spark.kubernetes.driver.pod.name: executors are owned by this pod and deleted with it
+- name: JOBREC_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+{{- end -}}
+
+{{- define "jobrec.driverPorts" -}}
+{{- if include "jobrec.k8sExecutors" (index .root.Values .component) }}
+ports:
+  - name: spark-driver
+    containerPort: {{ .root.Values.sparkKubernetes.driverPort }}
+  - name: spark-blockmgr
+    containerPort: {{ .root.Values.sparkKubernetes.blockManagerPort }}
 {{- end }}
 {{- end -}}
 
@@ -86,4 +245,54 @@ exec:
 initialDelaySeconds: 120
 periodSeconds: 30
 failureThreshold: 3
+{{- end -}}
+
+{{/*
+The executor pod template of a Spark driver on Kubernetes (spark.kubernetes.executor.podTemplateFile): Spark fills
+in the image, command, resources and its own scratch volumes; the template brings what the chart's other pods have
+(non-root, read-only root filesystem with /tmp writable, no capabilities, RuntimeDefault seccomp: accepted under
+Pod Security "restricted"), the pull secrets, the S3 credentials and the data volume the tables may be on.
+*/}}
+{{- define "jobrec.executorPodTemplate" -}}
+apiVersion: v1
+kind: Pod
+metadata:
+  labels:
+    {{- include "jobrec.labels" . | nindent 4 }}
+    app.kubernetes.io/component: spark-executor
+spec:
+  serviceAccountName: {{ include "jobrec.serviceAccountName" . }}
+  # an executor never talks to the Kubernetes API
+  automountServiceAccountToken: false
+  securityContext:
+    {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: spark-executor
+      image: {{ include "jobrec.image" . }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      {{- with include "jobrec.s3SecretEnv" . }}
+      env:
+        {{- trim . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- toYaml .Values.containerSecurityContext | nindent 8 }}
+      volumeMounts:
+        - name: tmp
+          mountPath: /tmp
+        {{- if .Values.persistence.enabled }}
+        - name: data
+          mountPath: /data
+        {{- end }}
+  volumes:
+    - name: tmp
+      emptyDir: {}
+    {{- if .Values.persistence.enabled }}
+    - name: data
+      persistentVolumeClaim:
+        claimName: {{ include "jobrec.fullname" . }}-data
+    {{- end }}
 {{- end -}}
