@@ -19,7 +19,8 @@ from jobrec.streaming.log_setup import config_secrets, setup_logging
 log = logging.getLogger("jobrec")
 
 # exit codes (README, "Commands"): 0 done, 1 failed (one line on stderr says why), 2 bad config or arguments,
-# 3 nothing there (kafka status: no broker; publish: no published model yet), 4 the retrained model was rejected
+# 3 nothing there (kafka status: no broker; spark-cluster status: no cluster; publish: no published model yet), 4 the
+# retrained model was rejected
 EXIT_FAILED, EXIT_NOTHING, EXIT_REJECTED = 1, 3, 4
 
 # the seed data set beside a checkout (`make demo` runs from the checkout); JOBREC_SEED_DIR or --seed-dir elsewhere
@@ -52,6 +53,35 @@ def cmd_kafka(cfg: Config, args: argparse.Namespace) -> int:
     else:
         found = running_broker(cfg.embedded_kafka)
         print(f"running at {found.bootstrap} (pid {found.pid})" if found else "not running")
+        return 0 if found else EXIT_NOTHING
+    return 0
+
+
+def cmd_spark_cluster(cfg: Config, args: argparse.Namespace) -> int:
+    """A Spark standalone master and worker on this machine: `spark.master` of a config that runs on it."""
+    from jobrec.schemas.config import data_dir_of, resolve_path
+    from jobrec.streaming.local.spark_cluster import running_cluster, start_cluster, stop_cluster
+
+    folder = Path(resolve_path(args.dir, data_dir_of(args.data_dir)))
+    if args.action == "start":
+        state = start_cluster(folder, cores=args.cores, memory=args.memory)
+        jars = f"local://{cfg.spark.jars_dir}" if cfg.spark.jars_dir and "://" not in cfg.spark.jars_dir else ""
+        print(
+            f"Spark master at {state.master_url} (web UI {state.ui_url}), one worker with {state.cores} cores and "
+            f"{state.memory} for executors; logs and executors' work folders in {folder}. Run the pipeline on it "
+            f"with spark.master: {state.master_url}"
+            + (f" and spark.jars_dir: {jars} (the jars as production ships them)" if jars else "")
+        )
+    elif args.action == "stop":
+        print("Spark cluster stopped" if stop_cluster(folder) else "no Spark cluster was running")
+    else:
+        found = running_cluster(folder)
+        print(
+            f"running at {found.master_url} (web UI {found.ui_url}; master pid {found.master_pid}, worker pid "
+            f"{found.worker_pid})"
+            if found
+            else "not running"
+        )
         return 0 if found else EXIT_NOTHING
     return 0
 
@@ -421,6 +451,20 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("action", choices=["start", "stop", "status"])
     k.set_defaults(func=cmd_kafka)
 
+    sc = sub.add_parser(
+        "spark-cluster",
+        help="start, stop or check a Spark standalone master and worker on this machine (cluster mode, locally)",
+    )
+    sc.add_argument("action", choices=["start", "stop", "status"])
+    sc.add_argument(
+        "--dir", default=".local/spark-cluster", help="state, logs and executors' work folders (default %(default)s)"
+    )
+    sc.add_argument(
+        "--cores", type=_positive_int, default=2, help="start: cores the worker offers executors (default 2)"
+    )
+    sc.add_argument("--memory", default="2g", help="start: memory the worker offers executors (default 2g)")
+    sc.set_defaults(func=cmd_spark_cluster)
+
     i = sub.add_parser("ingest", help="stream click events from Kafka into the Delta tables")
     i.add_argument("--once", action="store_true", help="read what is on the topic now, then stop")
     i.set_defaults(func=cmd_ingest)
@@ -572,8 +616,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the CLI's last word: one clear line, details in the debug log
         from jobrec.batch.connections import KafkaConnectError
         from jobrec.streaming.local.embedded_kafka import BrokerError, KafkaNotConfigured
+        from jobrec.streaming.local.spark_cluster import ClusterError
 
-        if isinstance(e, (KafkaNotConfigured, KafkaConnectError, BrokerError, FileNotFoundError, ValueError)):
+        known = (KafkaNotConfigured, KafkaConnectError, BrokerError, ClusterError, FileNotFoundError, ValueError)
+        if isinstance(e, known):
             print(f"jobrec: {formatter.redact(str(e))}", file=sys.stderr)
             return EXIT_FAILED
         # anything else: the traceback goes through the log, so it is redacted like every other line

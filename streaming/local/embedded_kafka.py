@@ -77,13 +77,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -113,7 +113,7 @@ def _write_state(cfg: EmbeddedKafkaConfig, state: BrokerState) -> None:
 def running_broker(cfg: EmbeddedKafkaConfig) -> BrokerState | None:
     """The broker's state if its process is alive, else None."""
     state = read_state(cfg)
-    if state and state.pid > 0 and _pid_alive(state.pid):
+    if state and state.pid > 0 and pid_alive(state.pid):
         return state
     return None
 
@@ -198,7 +198,7 @@ def start_broker(cfg: EmbeddedKafkaConfig, scram_users: tuple[ScramUser, ...] = 
     (root / "logs").mkdir(parents=True, exist_ok=True)
     old = read_state(cfg)
     # reuse the ports of an earlier run over the same data: clients that knew the broker reconnect
-    if old and not _port_open(old.port) and not _port_open(old.controller_port):
+    if old and not port_open(old.port) and not port_open(old.controller_port):
         state = BrokerState(0, old.port, old.controller_port, old.sasl_port if scram_users else None)
     else:
         state = BrokerState(0, free_port(), free_port(), free_port() if scram_users else None)
@@ -228,7 +228,7 @@ def start_broker(cfg: EmbeddedKafkaConfig, scram_users: tuple[ScramUser, ...] = 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BrokerError(f"the Kafka broker exited with {proc.returncode}; see {root / 'logs'}")
-        if _port_open(state.port) and _broker_answers(state.bootstrap):
+        if port_open(state.port) and _broker_answers(state.bootstrap):
             log.info("Kafka broker started (pid %d) at %s", proc.pid, state.bootstrap)
             return state
         time.sleep(0.5)
@@ -260,20 +260,20 @@ def stop_broker(cfg: EmbeddedKafkaConfig, timeout_seconds: float = 60.0) -> bool
         return False
     os.kill(state.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline and _pid_alive(state.pid):
-        _reap(state.pid)
+    while time.monotonic() < deadline and pid_alive(state.pid):
+        reap(state.pid)
         time.sleep(0.2)
-    if _pid_alive(state.pid):
+    if pid_alive(state.pid):
         log.warning("Kafka broker did not stop within %.0f s; killing it", timeout_seconds)
         os.kill(state.pid, signal.SIGKILL)
         time.sleep(0.5)
-    _reap(state.pid)
+    reap(state.pid)
     _write_state(cfg, BrokerState(0, state.port, state.controller_port, state.sasl_port))
     log.info("Kafka broker stopped")
     return True
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

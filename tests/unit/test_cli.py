@@ -10,6 +10,7 @@ import pytest
 COMMANDS = [
     "",
     "kafka",
+    "spark-cluster",
     "ingest",
     "speed",
     "api",
