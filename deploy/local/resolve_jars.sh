@@ -17,7 +17,8 @@ kept=0; skipped=0
 for jar in "$tmp"/all/*.jar; do
   name=$(basename "$jar" .jar)
   artifact=$(echo "$name" | sed -E 's/-[0-9][^-]*(-[0-9]+)?$//')
-  if [ -n "$provided" ] && ls "$provided" | grep -qE "^${artifact}-[0-9]"; then
+  # a glob, not `ls | grep -q`: under pipefail grep's early exit fails ls with SIGPIPE, which kept provided jars
+  if [ -n "$provided" ] && compgen -G "$provided/${artifact}-[0-9]*.jar" >/dev/null; then
     skipped=$((skipped + 1)); continue
   fi
   cp "$jar" "$out/"; kept=$((kept + 1))
