@@ -26,7 +26,7 @@ from jobrec.batch.delta_tables import ensure_delta_table
 from jobrec.batch.jobs_table import JobsLoadReport, count_jobs_by_state, load_jobs_csv, read_catalog_rows
 from jobrec.batch.publish import publish_recommendations, recommend_top_n
 from jobrec.batch.retrain import gated_retrain, resolve_engine
-from jobrec.batch.train import TrainedModel, read_factors, serving_model_version
+from jobrec.batch.train import NotEnoughData, TrainedModel, read_factors, serving_model_version
 from jobrec.schemas import tables as t
 from jobrec.schemas.config import Config
 
@@ -156,14 +156,25 @@ def publish_model(
 
 
 def run_retrain(
-    cfg: Config, bootstrap: str | None, loop: bool, on_model: Callable[[TrainedModel], None]
-) -> TrainedModel:
+    cfg: Config,
+    bootstrap: str | None,
+    loop: bool,
+    on_model: Callable[[TrainedModel], None],
+    on_skip: Callable[[str], None],
+) -> TrainedModel | None:
     """`jobrec retrain`: one gated retrain (published when `bootstrap` is given), or one every
-    retrain.interval_seconds with `loop`; `on_model` hears of each."""
+    retrain.interval_seconds with `loop`; `on_model` hears of each model. A run with fewer interactions than
+    retrain.min_interactions trains nothing and writes nothing: `on_skip` hears why, and the run returns None. A
+    fresh installation's scheduled runs land there until data arrives, which is not a failure."""
     with spark_session(cfg, "retrain") as spark:
         while True:
-            model = retrain_and_publish(spark, cfg, bootstrap, publish=bootstrap is not None)
-            on_model(model)
+            model: TrainedModel | None = None
+            try:
+                model = retrain_and_publish(spark, cfg, bootstrap, publish=bootstrap is not None)
+            except NotEnoughData as e:
+                on_skip(str(e))
+            else:
+                on_model(model)
             if not loop:
                 return model
             log.info("next retrain in %.0f s", cfg.retrain.interval_seconds)

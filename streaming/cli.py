@@ -215,8 +215,14 @@ def cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
                 f"{cfg.kafka.recommendations_topic}: `jobrec show` prints some."
             )
 
-    model = run_retrain(cfg, bootstrap, args.loop, report)
-    return EXIT_REJECTED if model.status == t.STATUS_REJECTED else 0
+    def skipped(reason: str) -> None:
+        # exit 0: a scheduled retrain on a fresh installation has nothing to train yet, and that is no failure
+        print(
+            f"retrain skipped, nothing trained or published: {reason}. A serving model stays; the next run tries again"
+        )
+
+    model = run_retrain(cfg, bootstrap, args.loop, report, skipped)
+    return EXIT_REJECTED if model is not None and model.status == t.STATUS_REJECTED else 0
 
 
 def cmd_offline(cfg: Config, args: argparse.Namespace) -> int:
