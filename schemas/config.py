@@ -291,6 +291,14 @@ class FoldInConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class MetricsConfig:
+    host: Text
+    # 0: no endpoint
+    ingest_port: Annotated[int, Field(ge=0, le=65535)]
+    speed_port: Annotated[int, Field(ge=0, le=65535)]
+
+
+@dataclass(frozen=True, config=_STRICT)
 class Config:
     kafka: Annotated[KafkaConfig, _section(KafkaConfig)]
     embedded_kafka: Annotated[EmbeddedKafkaConfig, _section(EmbeddedKafkaConfig)]
@@ -304,6 +312,7 @@ class Config:
     fold_in: Annotated[FoldInConfig, _section(FoldInConfig)]
     api: Annotated[ApiConfig, _section(ApiConfig)]
     catalog: Annotated[CatalogConfig, _section(CatalogConfig)]
+    metrics: Annotated[MetricsConfig, _section(MetricsConfig)]
 
 
 # --- pydantic's errors in our words ------------------------------------------------------------------------------

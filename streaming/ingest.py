@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -141,7 +142,7 @@ def _discard(counts: dict[str, int]) -> None:
     """foreachBatch wants a callback that returns nothing; the writers return their counts for tests."""
 
 
-def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings) -> dict[str, int]:
+def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings) -> dict[str, Any]:
     """The foreachBatch body: write one micro-batch to the three tables, each write idempotent by batch id.
 
     The batch is computed once (Kafka read, parse, de-duplication) into the cache by the count of its two sides;
@@ -152,8 +153,10 @@ def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings
     phases = _Phases()
     batch = batch.persist()
     try:
-        sizes = {row[0]: row[1] for row in batch.groupBy(F.col(t.REASON_CODE).isNull()).count().collect()}
-        n_events, n_rejected = sizes.get(True, 0), sizes.get(False, 0)
+        # rows per reason code (None: valid) in the pass that fills the cache
+        by_reason = {row[0]: int(row[1]) for row in batch.groupBy(t.REASON_CODE).count().collect()}
+        n_events = by_reason.pop(None, 0)
+        n_rejected = sum(by_reason.values())
         phases.done("read_parse_dedup")
         events = valid_event_rows(batch, batch_id)
         writes: list[Callable[[], None]] = []
@@ -177,7 +180,12 @@ def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings
             phases.describe(),
             extra={"phases": {"batch_id": batch_id, **phases.ms}},
         )
-        return {"events": n_events, "dead_letters": n_rejected}
+        return {
+            "events": n_events,
+            "dead_letters": n_rejected,
+            "dead_letters_by_reason": by_reason,
+            "seconds": phases.total_s(),
+        }
     finally:
         batch.unpersist()
 
@@ -245,9 +253,15 @@ class _Phases:
 
 
 def start_ingest(
-    spark: SparkSession, settings: IngestSettings, *, once: bool = False, trigger_seconds: float = 0.0
+    spark: SparkSession,
+    settings: IngestSettings,
+    *,
+    once: bool = False,
+    trigger_seconds: float = 0.0,
+    on_batch: Callable[[dict[str, Any]], None] = lambda written: None,
 ) -> StreamingQuery:
-    """Start the ingest query: `once` reads what is on the topic now and stops (availableNow)."""
+    """Start the ingest query: `once` reads what is on the topic now and stops (availableNow). `on_batch` gets
+    what each micro-batch wrote (write_ingest_batch's answer), for the metrics."""
     # The de-duplication state (RocksDB) commits a changelog of the batch's keys instead of a snapshot of the
     # store: a small batch's state commit halves. A setting of the session, read when the query starts; an
     # existing checkpoint takes it from its next batch on.
@@ -263,7 +277,7 @@ def start_ingest(
     writer = (
         deduped.writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", settings.checkpoint)
-        .foreachBatch(lambda df, batch_id: _discard(write_ingest_batch(df, batch_id, settings)))
+        .foreachBatch(lambda df, batch_id: on_batch(write_ingest_batch(df, batch_id, settings)))
     )
     if once:
         writer = writer.trigger(availableNow=True)
@@ -272,9 +286,9 @@ def start_ingest(
     return writer.start()
 
 
-def made_progress(queries: list[StreamingQuery], reported: dict[str, str]) -> bool:
-    """Whether any query reported progress since the last call (`reported` remembers what was seen)."""
-    fresh = False
+def new_progress(queries: list[StreamingQuery], reported: dict[str, str]) -> list[dict[str, Any]]:
+    """The progress reports of the queries not seen at the last call (`reported` remembers what was seen)."""
+    fresh: list[dict[str, Any]] = []
     for q in queries:
         progress = q.lastProgress
         if progress is None:
@@ -282,7 +296,7 @@ def made_progress(queries: list[StreamingQuery], reported: dict[str, str]) -> bo
         stamp = str(progress["timestamp"])
         if reported.get(str(q.id)) != stamp:
             reported[str(q.id)] = stamp
-            fresh = True
+            fresh.append(progress)
     return fresh
 
 
@@ -292,13 +306,14 @@ def run_ingest(
     backoff_seconds: float,
     should_stop: Callable[[], bool] = lambda: False,
     heartbeat: Callable[[], None] = lambda: None,
+    on_progress: Callable[[dict[str, Any]], None] = lambda progress: None,
 ) -> None:
     """Keep the ingest queries running: when one fails (brokers unreachable, say), log why and start all again.
 
     The checkpoint makes a restart resume exactly where the failed query stopped. `heartbeat` (the liveness
     signal) is called only when a query reported new progress, a finished micro-batch or Spark's periodic idle
     report, so a query that is stuck in a batch, or fails and restarts without ever finishing one, stops the
-    heartbeat and the liveness probe notices.
+    heartbeat and the liveness probe notices. `on_progress` gets each new progress report (for the metrics).
     """
     from pyspark.errors import StreamingQueryException
 
@@ -310,8 +325,11 @@ def run_ingest(
             while any(q.isActive for q in queries) and not should_stop():
                 if any(q.exception() is not None for q in queries if not q.isActive):
                     break
-                if made_progress(queries, reported):
+                fresh = new_progress(queries, reported)
+                if fresh:
                     heartbeat()
+                for progress in fresh:
+                    on_progress(progress)
                 next(q for q in queries if q.isActive).awaitTermination(timeout=1)
             for q in queries:
                 if q.isActive:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,6 +29,7 @@ from jobrec.schemas.config import Config
 from jobrec.streaming.heartbeat import Heartbeat
 from jobrec.streaming.ingest import IngestSettings, run_ingest, start_ingest
 from jobrec.streaming.job_events import start_job_events
+from jobrec.streaming.process_metrics import IngestMetrics, SpeedMetrics, serve_metrics
 from jobrec.streaming.producer import send_job_events
 from jobrec.streaming.speed import SpeedSettings, SpeedStats
 
@@ -74,12 +75,16 @@ def run_ingest_process(cfg: Config, bootstrap: str, once: bool, stop: threading.
         cfg.storage.tables_root,
         "until caught up" if once else "until stopped",
     )
-    with spark_session(cfg, "ingest") as spark:
+    metrics = IngestMetrics()
+    with (
+        spark_session(cfg, "ingest") as spark,
+        _metrics_endpoint(cfg, metrics.registry, cfg.metrics.ingest_port, "ingest"),
+    ):
 
         def start_queries() -> list[StreamingQuery]:
             trigger = cfg.ingest.trigger_seconds
             return [
-                start_ingest(spark, settings, once=once, trigger_seconds=trigger),
+                start_ingest(spark, settings, once=once, trigger_seconds=trigger, on_batch=metrics.observe_batch),
                 start_job_events(spark, settings, once=once, trigger_seconds=trigger),
             ]
 
@@ -88,7 +93,27 @@ def run_ingest_process(cfg: Config, bootstrap: str, once: bool, stop: threading.
             backoff_seconds=cfg.ingest.restart_backoff_seconds,
             should_stop=stop.is_set,
             heartbeat=Heartbeat.from_env().beat,
+            on_progress=metrics.observe_progress,
         )
+
+
+# `jobrec speed --processes N` numbers its instances in this variable (0 .. N-1): instance i serves its metrics on
+# metrics.speed_port + i
+INSTANCE_INDEX_ENV = "JOBREC_SPEED_INSTANCE_INDEX"
+
+
+@contextmanager
+def _metrics_endpoint(cfg: Config, registry: Any, port: int, what: str) -> Iterator[None]:
+    """The process's /metrics on metrics.host:port while inside; nothing when the port is 0."""
+    if not port:
+        yield
+        return
+    server = serve_metrics(registry, cfg.metrics.host, port, what)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def run_speed(
@@ -99,13 +124,14 @@ def run_speed(
     stats: SpeedStats | None = None,
     on_ready: Callable[[], None] | None = None,
     heartbeat: Callable[[], None] | None = None,
+    metrics: SpeedMetrics | None = None,
 ) -> SpeedStats:
     """The speed layer on a given SparkSession (which it uses only to load its start state): a consumer at the
     end of the clicks and jobs topics, the users' histories, the catalog and the serving model."""
     client = python_client_args(cfg.kafka, bootstrap)
     # every client closes however the start goes (a failed snapshot load too): nothing lingers to warn later
     with ExitStack() as closing:
-        return _run_speed_started(spark, cfg, client, closing, should_stop, stats, on_ready, heartbeat)
+        return _run_speed_started(spark, cfg, client, closing, should_stop, stats, on_ready, heartbeat, metrics)
 
 
 def _run_speed_started(
@@ -117,6 +143,7 @@ def _run_speed_started(
     stats: SpeedStats | None,
     on_ready: Callable[[], None] | None,
     heartbeat: Callable[[], None] | None,
+    metrics: SpeedMetrics | None,
 ) -> SpeedStats:
     import os
     import socket
@@ -185,6 +212,8 @@ def _run_speed_started(
         jobs_topic=cfg.kafka.jobs_topic,
         instance=f"{socket.gethostname()}:{os.getpid()}",
     )
+    if metrics is not None:
+        metrics.identify(settings.instance)
     return run_speed_layer(
         consumer,
         producer,
@@ -198,14 +227,24 @@ def _run_speed_started(
         jobs_consumer=jobs_consumer,
         partitions=partitions,
         on_ready=on_ready,
+        metrics=metrics,
     )
 
 
 def run_speed_process(cfg: Config, bootstrap: str, stop: threading.Event) -> SpeedStats:
     """`jobrec speed`: the speed layer until `stop` is set."""
+    import os
+
     ensure_topics(cfg.kafka, bootstrap)
-    with spark_session(cfg, "speed") as spark:
-        return run_speed(spark, cfg, bootstrap, stop.is_set, heartbeat=Heartbeat.from_env().beat)
+    stats = SpeedStats()
+    port = cfg.metrics.speed_port + int(os.environ.get(INSTANCE_INDEX_ENV, "0")) if cfg.metrics.speed_port else 0
+    # observed only when served: the hot path times every click otherwise for nobody
+    metrics = SpeedMetrics(stats) if port else None
+    registry = metrics.registry if metrics else None
+    with spark_session(cfg, "speed") as spark, _metrics_endpoint(cfg, registry, port, "speed layer"):
+        return run_speed(
+            spark, cfg, bootstrap, stop.is_set, stats=stats, heartbeat=Heartbeat.from_env().beat, metrics=metrics
+        )
 
 
 def build_api(cfg: Config, bootstrap: str) -> tuple[Any, Callable[[], None]]:
@@ -310,10 +349,12 @@ def supervise_speed_processes(command: list[str], processes: int, stop: threadin
     """`jobrec speed --processes N`: N speed instances (`command`, each `jobrec ... speed`) in one consumer group
     on this machine, each its own interpreter (the hot path is single-threaded Python). One that exits while
     the others run is started again after a short pause; SIGTERM stops them all. Returns how many restarts."""
+    import os
     import subprocess
 
     def start(i: int) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(command, preexec_fn=_terminate_with_parent)
+        env = {**os.environ, INSTANCE_INDEX_ENV: str(i)}
+        child = subprocess.Popen(command, preexec_fn=_terminate_with_parent, env=env)
         log.info("speed instance %d of %d started (pid %d)", i + 1, processes, child.pid)
         return child
 

@@ -442,6 +442,7 @@ def run_speed_layer(
     jobs_consumer: Any = None,
     partitions: Any = None,
     on_ready: Callable[[], None] | None = None,
+    metrics: Any = None,
 ) -> SpeedStats:
     """Poll clicks (and job events), fold in against the holder's current model, publish one list per touched
     user. Job events of a poll are applied before its clicks are scored.
@@ -450,6 +451,7 @@ def run_speed_layer(
     assigned partitions are loaded after the poll that assigned them, before any of their records is returned,
     and the consumed offsets are committed after each poll's lists are acknowledged. `jobs_consumer`: a second
     consumer for the jobs topic (every instance needs every job event); without it job events come on `consumer`.
+    `metrics` (a `process_metrics.SpeedMetrics`) observes each published poll and the owned partitions' lag.
     """
     stats = stats or SpeedStats()
     recent = RecentIds()
@@ -462,6 +464,8 @@ def run_speed_layer(
     with threadpool_limits(1, "blas"):
         while not should_stop():
             heartbeat()
+            if metrics is not None and partitions is not None:
+                metrics.update_lag(consumer)
             polled = consumer.poll(timeout_ms=50, max_records=5000)
             if partitions is not None:
                 partitions.settle()
@@ -511,9 +515,12 @@ def run_speed_layer(
             if partitions is not None:
                 # after the lists are acknowledged: an instance that dies before this leaves the poll to the next owner
                 consumer.commit_async()
+            published = time.perf_counter()
             stats.polls_with_records += 1
             stats.compute_seconds += computed - started
-            stats.publish_seconds += time.perf_counter() - computed
+            stats.publish_seconds += published - computed
+            if metrics is not None:
+                metrics.observe_poll((ms for _, ms in records), time.time(), computed - started, published - computed)
             if time.monotonic() - last_log > 30:
                 last_log = time.monotonic()
                 log.info("speed layer: %s", stats)
