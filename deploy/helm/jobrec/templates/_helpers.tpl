@@ -126,6 +126,12 @@ shared config.yaml).
 {{- $_ := set $spark "extra" (mergeOverwrite $extra $driver) -}}
 {{- end }}
 {{- $_ := set $config "spark" $spark -}}
+{{- /* the ingest and the speed layer serve /metrics on the pod's `metrics` port, on every interface */ -}}
+{{- $port := get (dict "ingest" "ingest_port" "speed" "speed_port") .component -}}
+{{- if $port }}
+{{- $metrics := mergeOverwrite (deepCopy (default dict $config.metrics)) (dict "host" "0.0.0.0" $port (include "jobrec.metricsPort" (dict "root" $root "component" .component) | int)) -}}
+{{- $_ := set $config "metrics" $metrics -}}
+{{- end }}
 {{- end }}
 {{- toYaml $config -}}
 {{- end -}}
@@ -228,13 +234,33 @@ volumes:
 {{- end }}
 {{- end -}}
 
-{{- define "jobrec.driverPorts" -}}
-{{- if include "jobrec.k8sExecutors" (index .root.Values .component) }}
+{{/* The port of a component's own /metrics endpoint (ingest, speed), "" for the others. Arguments: root, component. */}}
+{{- define "jobrec.metricsPort" -}}
+{{- $port := get (dict "ingest" .root.Values.metrics.ingestPort "speed" .root.Values.metrics.speedPort) .component -}}
+{{- if $port }}{{ $port | int }}{{ end -}}
+{{- end -}}
+
+{{/* A container's ports: its /metrics endpoint (ingest, speed) and, for a Spark driver on Kubernetes, the ports
+executors reach. Arguments: root, component. */}}
+{{- define "jobrec.containerPorts" -}}
+{{- $metrics := include "jobrec.metricsPort" . -}}
+{{- $driver := include "jobrec.k8sExecutors" (index .root.Values .component) -}}
+{{- if or $metrics $driver }}
 ports:
+  {{- if $metrics }}
+  - name: metrics
+    containerPort: {{ $metrics }}
+  {{- end }}
+  {{- if $driver }}
+  {{- $k8s := .root.Values.sparkKubernetes }}
+  {{- if and $metrics (has ($metrics | int) (list ($k8s.driverPort | int) ($k8s.blockManagerPort | int))) }}
+  {{- fail (printf "metrics port %s of %s is also sparkKubernetes' driverPort or blockManagerPort" $metrics .component) }}
+  {{- end }}
   - name: spark-driver
-    containerPort: {{ .root.Values.sparkKubernetes.driverPort }}
+    containerPort: {{ $k8s.driverPort }}
   - name: spark-blockmgr
-    containerPort: {{ .root.Values.sparkKubernetes.blockManagerPort }}
+    containerPort: {{ $k8s.blockManagerPort }}
+  {{- end }}
 {{- end }}
 {{- end -}}
 
