@@ -117,17 +117,17 @@ def _launch(folder: Path, name: str, args: list[str], daemon_memory: str) -> sub
         SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false",
         SPARK_LOG_DIR=str(folder / "logs"),
     )
-    out = open(folder / "logs" / f"{name}.log", "ab")
     # spark-class execs the JVM in the end: the process started here is the master's or worker's JVM
-    return subprocess.Popen(
-        [str(home / "bin" / "spark-class"), *args],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=folder,
-        start_new_session=True,  # the cluster outlives the command that started it, and ^C in it
-    )
+    with open(folder / "logs" / f"{name}.log", "ab") as out:
+        return subprocess.Popen(
+            [str(home / "bin" / "spark-class"), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=folder,
+            start_new_session=True,  # the cluster outlives the command that started it, and ^C in it
+        )
 
 
 def start_cluster(
