@@ -167,6 +167,48 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+# a request's latency, from a health probe's fraction of a millisecond to a batch waiting on Kafka's acks
+REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf"))
+
+
+class RequestMetrics:
+    """ASGI middleware, outermost: every HTTP request counted by method, route template and status, and timed by
+    method and route. The route is the template (`/v1/recommendations/{user_id}`), never the raw path, so a
+    scanner's or a user's arbitrary paths cannot grow the series; paths that match no route are `unmatched`."""
+
+    def __init__(self, app: ASGIApp, routes: list[Any], requests: Counter, seconds: Histogram) -> None:
+        self.app, self.routes, self.requests, self.seconds = app, routes, requests, seconds
+
+    def route_of(self, scope: Scope) -> str:
+        from starlette.routing import Match
+
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return str(getattr(route, "path", "unmatched"))
+        return "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # a handler that raised before answering: the server answers 500
+
+        async def send_seen(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_seen)
+        finally:
+            method, route = str(scope.get("method", "")), self.route_of(scope)
+            self.requests.labels(method, route, str(status)).inc()
+            self.seconds.labels(method, route).observe(time.perf_counter() - started)
+
+
 def judge_events(
     raws: list[bytes], parse: Callable[..., Any], limits: EventLimits, key_field: str, now_ms: int | None = None
 ) -> list[Rejection | tuple[Any, bytes]]:
@@ -242,6 +284,22 @@ def create_app(settings: ApiSettings, producer: Any, lists: LatestLists, kafka: 
         "jobrec_kafka_ack_seconds", "time to Kafka's acknowledgement of a request's events", registry=registry
     )
     registry.register(_StateMetrics(lists, kafka))
+    requests = Counter(
+        "jobrec_http_requests_total",
+        "HTTP requests by method, route and status",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    request_seconds = Histogram(
+        "jobrec_http_request_seconds",
+        "HTTP request latency by method and route, from the request's arrival to the end of its answer",
+        ["method", "route"],
+        buckets=REQUEST_SECONDS_BUCKETS,
+        registry=registry,
+    )
+    # added last, so outermost: the bearer check's 401s are counted too. app.router.routes is the list the
+    # routes below are added to
+    app.add_middleware(RequestMetrics, routes=app.router.routes, requests=requests, seconds=request_seconds)
 
     @app.post("/v1/events")
     async def post_events(request: Request) -> Response:

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -218,6 +219,39 @@ def test_a_batch_with_some_bad_events_keeps_the_good_ones(api) -> None:
     status, body = call(base, "/metrics")
     assert status == 200 and b"jobrec_events_accepted_total" in body
     assert call(base, "/healthz", token=None)[0] == 200 and call(base, "/readyz", token=None)[0] == 200
+
+
+def test_requests_are_counted_by_route_template_and_status(api) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base, _, _ = api
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        status, body = call(base, "/metrics")
+        assert status == 200
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples
+        }
+
+    def requests(method: str, route: str, status: str, got) -> float:
+        return got.get(("jobrec_http_requests_total", (("method", method), ("route", route), ("status", status))), 0)
+
+    before = samples()
+    sent = Counter()
+    for user in ("alice", "bob", "carol"):  # three users' paths: one route, one series
+        sent[("GET", "/v1/recommendations/{user_id}", str(call(base, f"/v1/recommendations/{user}")[0]))] += 1
+    sent[("POST", "/v1/events", str(call(base, "/v1/events", b"{not json")[0]))] += 1
+    sent[("POST", "/v1/events", str(call(base, "/v1/events", b"{}", token=None)[0]))] += 1  # the bearer check's 401
+    sent[("GET", "unmatched", str(call(base, "/no/such/path")[0]))] += 1
+    assert ("POST", "/v1/events", "400") in sent and ("POST", "/v1/events", "401") in sent
+    after = samples()
+    for (method, route, status), n in sent.items():
+        assert requests(method, route, status, after) - requests(method, route, status, before) == n, (route, status)
+    assert not any(dict(labels).get("route", "").startswith("/v1/recommendations/a") for _, labels in after)
+    count = ("jobrec_http_request_seconds_count", (("method", "GET"), ("route", "/v1/recommendations/{user_id}")))
+    assert after[count] - before.get(count, 0) == 3
 
 
 def test_job_events_over_http_go_to_the_jobs_topic(api) -> None:
