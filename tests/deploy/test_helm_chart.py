@@ -39,16 +39,19 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
+WORKLOADS = ("Deployment", "StatefulSet")
+
+
 def pod_specs(docs: list[dict]) -> list[dict]:
-    specs = [d["spec"]["template"]["spec"] for d in by_kind(docs, "Deployment")]
+    specs = [d["spec"]["template"]["spec"] for kind in WORKLOADS for d in by_kind(docs, kind)]
     specs += [d["spec"]["jobTemplate"]["spec"]["template"]["spec"] for d in by_kind(docs, "CronJob")]
     return specs
 
 
 def pods_by_component(docs: list[dict]) -> dict[str, dict]:
-    """component -> its pod spec (Deployments and the CronJob's Job)."""
+    """component -> its pod template (Deployments, the ingest's StatefulSet and the CronJob's Job)."""
     out = {}
-    for d in by_kind(docs, "Deployment"):
+    for d in [d for kind in WORKLOADS for d in by_kind(docs, kind)]:
         out[d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]] = d["spec"]["template"]
     for d in by_kind(docs, "CronJob"):
         template = d["spec"]["jobTemplate"]["spec"]["template"]
@@ -176,9 +179,11 @@ def test_validation_would_catch_an_unknown_field() -> None:
 def test_what_matters(values: tuple[str, ...]) -> None:
     docs = render(*values)
     deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
-    # one ingest writer per checkpoint, never two pods at once; speed replicas share partitions in a group
-    ingest = deployments["rel-jobrec-ingest"]["spec"]
-    assert ingest["replicas"] == 1 and ingest["strategy"]["type"] == "Recreate"
+    # one ingest writer per checkpoint, never two pods at once (a StatefulSet of one; see test_chart_operations);
+    # speed replicas share partitions in a group
+    [statefulset] = by_kind(docs, "StatefulSet")
+    ingest = statefulset["spec"]
+    assert statefulset["metadata"]["name"] == "rel-jobrec-ingest" and ingest["replicas"] == 1
     speed = deployments["rel-jobrec-speed"]["spec"]
     assert speed["replicas"] >= 1 and speed["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     [cron] = by_kind(docs, "CronJob")
@@ -193,7 +198,7 @@ def test_what_matters(values: tuple[str, ...]) -> None:
             assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
             assert sc["capabilities"]["drop"] == ["ALL"]
             assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
-    for d in by_kind(docs, "Deployment"):
+    for d in [d for kind in WORKLOADS for d in by_kind(docs, kind)]:
         for c in d["spec"]["template"]["spec"]["containers"]:
             assert "livenessProbe" in c, d["metadata"]["name"]  # the retrain Job has its deadline instead
     # every process reads its own file of the ConfigMap, and each file is valid for jobrec itself
@@ -364,7 +369,8 @@ def test_executor_pods_are_admitted_under_pod_security_restricted_with_secrets_a
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
     tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
-    assert [v for v in spec["volumes"] if v["name"] == tmp[0]["name"]][0]["emptyDir"] == {}
+    # /tmp is an emptyDir, bounded (see test_chart_operations)
+    assert set([v for v in spec["volumes"] if v["name"] == tmp[0]["name"]][0]["emptyDir"]) == {"sizeLimit"}
     assert spec["imagePullSecrets"] == [{"name": "registry-example-com"}]
     assert spec["automountServiceAccountToken"] is False
     env = env_of(container)

@@ -6,6 +6,24 @@
 {{- end -}}
 {{- end -}}
 
+{{/*
+The name of one of the release's objects: <fullname>-<suffix>, within `max` characters (63 by default: a DNS
+label; 52 for a CronJob, whose Jobs add 11, and for a StatefulSet, whose controller-revision-hash label adds 11).
+A name that would be longer keeps the start of the fullname and a hash of all of it, so it is cut the same way on
+every render and two long release names still differ. Arguments: root, suffix, max (optional).
+*/}}
+{{- define "jobrec.resourceName" -}}
+{{- $full := include "jobrec.fullname" .root -}}
+{{- $max := .max | default 63 | int -}}
+{{- $name := printf "%s-%s" $full .suffix -}}
+{{- if gt (len $name) $max -}}
+{{- $keep := sub $max (add (len .suffix) 7) | int -}}
+{{- if lt $keep 1 }}{{ fail (printf "the suffix %q leaves no room for the release's name within %d characters" .suffix $max) }}{{ end -}}
+{{- $name = printf "%s-%s-%s" ($full | trunc $keep | trimSuffix "-") (sha256sum $full | trunc 5) .suffix -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
 {{- define "jobrec.labels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -28,11 +46,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* Environment from the Secret: only keys that are named. */}}
+{{/*
+Environment from the Secret: only the entries this pod uses, and only those whose key is named. Arguments: root,
+uses (a list of "kafka", "s3", "apiToken"). S3 credentials only when a storage path is s3a://.
+*/}}
 {{- define "jobrec.secretEnv" -}}
-{{- $s := .Values.secrets -}}
+{{- $s := .root.Values.secrets -}}
+{{- $pairs := list -}}
+{{- if has "kafka" .uses }}{{ $pairs = concat $pairs (list (list "JOBREC_KAFKA_USERNAME" $s.kafkaUsernameKey) (list "JOBREC_KAFKA_PASSWORD" $s.kafkaPasswordKey)) }}{{ end -}}
+{{- if and (has "s3" .uses) (include "jobrec.usesS3" .root) }}{{ $pairs = concat $pairs (list (list "AWS_ACCESS_KEY_ID" $s.s3AccessKeyKey) (list "AWS_SECRET_ACCESS_KEY" $s.s3SecretKeyKey)) }}{{ end -}}
+{{- if has "apiToken" .uses }}{{ $pairs = append $pairs (list "JOBREC_API_TOKEN" $s.apiTokenKey) }}{{ end -}}
 {{- if $s.existingSecret }}
-{{- range $pair := list (list "JOBREC_KAFKA_USERNAME" $s.kafkaUsernameKey) (list "JOBREC_KAFKA_PASSWORD" $s.kafkaPasswordKey) (list "AWS_ACCESS_KEY_ID" $s.s3AccessKeyKey) (list "AWS_SECRET_ACCESS_KEY" $s.s3SecretKeyKey) (list "JOBREC_API_TOKEN" $s.apiTokenKey) }}
+{{- range $pair := $pairs }}
 {{- if index $pair 1 }}
 - name: {{ index $pair 0 }}
   valueFrom:
@@ -55,27 +80,47 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "jobrec.driverServiceName" -}}
-{{- printf "%s-%s-driver" (include "jobrec.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- include "jobrec.resourceName" (dict "root" .root "suffix" (printf "%s-driver" .component)) -}}
+{{- end -}}
+
+{{/* Whether a path is an object storage URI (s3a://, gs://, abfss://, hdfs://) rather than a local path: "true" or "". */}}
+{{- define "jobrec.isURI" -}}
+{{- if regexMatch "^(s3a|gs|abfss|hdfs)://" (toString .) }}true{{ end -}}
+{{- end -}}
+
+{{/* Whether any storage path is on s3a:// (then the S3 credentials are mounted where storage is used): "true" or "". */}}
+{{- define "jobrec.usesS3" -}}
+{{- $c := .Values.config -}}
+{{- $paths := list (dig "storage" "tables_root" "" $c) (dig "storage" "checkpoints_root" "" $c) (dig "spark" "checkpoint_dir" "" $c) -}}
+{{- range $paths }}{{ if hasPrefix "s3a://" (toString .) }}true{{ end }}{{ end -}}
+{{- end -}}
+
+{{/* The components whose pods mount the shared data volume: those that read or write the tables. */}}
+{{- define "jobrec.usesData" -}}
+{{- if and .root.Values.persistence.enabled (has .component (list "ingest" "speed" "retrain")) }}true{{ end -}}
+{{- end -}}
+
+{{/* Whether the data volume is ReadWriteOnce, so every pod that mounts it must run on one node: "true" or "". */}}
+{{- define "jobrec.colocateData" -}}
+{{- if and .Values.persistence.enabled (eq .Values.persistence.accessMode "ReadWriteOnce") }}true{{ end -}}
+{{- end -}}
+
+{{/* Whether the ingest has a checkpoints volume of its own: persistence and a local checkpoints_root. */}}
+{{- define "jobrec.ingestCheckpointVolume" -}}
+{{- if and .Values.persistence.enabled (not (include "jobrec.isURI" .Values.config.storage.checkpoints_root)) }}true{{ end -}}
+{{- end -}}
+
+{{/* A pod's labels: the chart's, its component, and the data volume's co-location label. Arguments: root, component. */}}
+{{- define "jobrec.podLabels" -}}
+{{ include "jobrec.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- if and (include "jobrec.usesData" .) (include "jobrec.colocateData" .root) }}
+jobrec/data-volume: {{ include "jobrec.resourceName" (dict "root" .root "suffix" "data") | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "jobrec.image" -}}
 {{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
-{{- end -}}
-
-{{/* S3 credentials from the Secret: the executors need them too (fs.s3a reads AWS_* on every JVM). */}}
-{{- define "jobrec.s3SecretEnv" -}}
-{{- $s := .Values.secrets -}}
-{{- if $s.existingSecret }}
-{{- range $pair := list (list "AWS_ACCESS_KEY_ID" $s.s3AccessKeyKey) (list "AWS_SECRET_ACCESS_KEY" $s.s3SecretKeyKey) }}
-{{- if index $pair 1 }}
-- name: {{ index $pair 0 }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $s.existingSecret }}
-      key: {{ index $pair 1 }}
-{{- end }}
-{{- end }}
-{{- end }}
 {{- end -}}
 
 {{/*
@@ -183,10 +228,15 @@ heap), as Spark sizes spark.driver.memoryOverhead) and the Python process (pytho
 {{- end }}
 {{- end -}}
 
-{{/* The pod parts every jobrec process shares: config, data, writable scratch, security. Arguments: root, component. */}}
+{{/*
+The pod parts every jobrec process shares: config, data, writable scratch, security, and with a ReadWriteOnce data
+volume the affinity that keeps every pod mounting it on one node. Arguments: root, component.
+*/}}
 {{- define "jobrec.podCommon" -}}
 {{- $root := .root -}}
-{{- $driver := include "jobrec.k8sExecutors" (index $root.Values .component) -}}
+{{- $values := index $root.Values .component -}}
+{{- $driver := include "jobrec.k8sExecutors" $values -}}
+{{- include "jobrec.checkTmp" (dict "what" .component "sizeLimit" $values.tmpSizeLimit "limit" (dig "resources" "limits" "ephemeral-storage" "" $values)) }}
 serviceAccountName: {{ include "jobrec.serviceAccountName" $root }}
 # only a Spark driver that starts executor pods talks to the Kubernetes API
 automountServiceAccountToken: {{ $driver | eq "true" }}
@@ -196,17 +246,30 @@ securityContext:
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- if and (include "jobrec.usesData" .) (include "jobrec.colocateData" $root) }}
+# the data volume is ReadWriteOnce: it attaches to one node, so every pod that mounts it runs there (the first
+# one scheduled, matching its own term, chooses the node)
+affinity:
+  podAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            app.kubernetes.io/instance: {{ $root.Release.Name }}
+            jobrec/data-volume: {{ include "jobrec.resourceName" (dict "root" $root "suffix" "data") | quote }}
+{{- end }}
 volumes:
   - name: config
     configMap:
-      name: {{ include "jobrec.fullname" $root }}-config
+      name: {{ include "jobrec.resourceName" (dict "root" $root "suffix" "config") }}
   # the root filesystem is read-only: Spark's scratch space and Python's temp files go here
   - name: tmp
-    emptyDir: {}
-  {{- if $root.Values.persistence.enabled }}
+    emptyDir:
+      sizeLimit: {{ $values.tmpSizeLimit }}
+  {{- if include "jobrec.usesData" . }}
   - name: data
     persistentVolumeClaim:
-      claimName: {{ include "jobrec.fullname" $root }}-data
+      claimName: {{ include "jobrec.resourceName" (dict "root" $root "suffix" "data") }}
   {{- end }}
 {{- end -}}
 
@@ -217,9 +280,24 @@ volumes:
   readOnly: true
 - name: tmp
   mountPath: /tmp
-{{- if .root.Values.persistence.enabled }}
+{{- if include "jobrec.usesData" . }}
 - name: data
   mountPath: /data
+{{- end }}
+{{- if and (eq .component "ingest") (include "jobrec.ingestCheckpointVolume" .root) }}
+# the ingest's own ReadWriteOncePod claim (volumeClaimTemplates), over the data volume if it is beneath /data
+- name: checkpoints
+  mountPath: {{ .root.Values.config.storage.checkpoints_root }}
+{{- end }}
+{{- end -}}
+
+{{/* Refuse a /tmp sizeLimit above the ephemeral-storage limit. Arguments: what, sizeLimit, limit. */}}
+{{- define "jobrec.checkTmp" -}}
+{{- if not .limit }}
+{{- fail (printf "%s: resources.limits.ephemeral-storage is not set (the /tmp emptyDir holds up to %s)" .what .sizeLimit) }}
+{{- end }}
+{{- if gt (include "jobrec.quantityMiB" .sizeLimit | float64) (include "jobrec.quantityMiB" .limit | float64) }}
+{{- fail (printf "%s: tmpSizeLimit %s is above its ephemeral-storage limit %s: the pod would be evicted before /tmp is full" .what .sizeLimit .limit) }}
 {{- end }}
 {{- end -}}
 
@@ -275,11 +353,14 @@ failureThreshold: 3
 
 {{/*
 The executor pod template of a Spark driver on Kubernetes (spark.kubernetes.executor.podTemplateFile): Spark fills
-in the image, command, resources and its own scratch volumes; the template brings what the chart's other pods have
-(non-root, read-only root filesystem with /tmp writable, no capabilities, RuntimeDefault seccomp: accepted under
-Pod Security "restricted"), the pull secrets, the S3 credentials and the data volume the tables may be on.
+in the image, command, CPU and memory and its own scratch volumes; the template brings what the chart's other pods
+have (non-root, read-only root filesystem with /tmp writable and bounded, no capabilities, RuntimeDefault seccomp:
+accepted under Pod Security "restricted"), ephemeral storage, the pull secrets, the S3 credentials (the only
+Secret entries an executor uses: Kafka options reach it inside the query plan) and the data volume.
 */}}
 {{- define "jobrec.executorPodTemplate" -}}
+{{- $e := .Values.sparkExecutors -}}
+{{- include "jobrec.checkTmp" (dict "what" "sparkExecutors" "sizeLimit" $e.tmpSizeLimit "limit" $e.ephemeralStorage.limit) -}}
 apiVersion: v1
 kind: Pod
 metadata:
@@ -300,12 +381,18 @@ spec:
     - name: spark-executor
       image: {{ include "jobrec.image" . }}
       imagePullPolicy: {{ .Values.image.pullPolicy }}
-      {{- with include "jobrec.s3SecretEnv" . }}
+      {{- with include "jobrec.secretEnv" (dict "root" . "uses" (list "s3")) }}
       env:
         {{- trim . | nindent 8 }}
       {{- end }}
       securityContext:
         {{- toYaml .Values.containerSecurityContext | nindent 8 }}
+      # Spark adds CPU and memory to these
+      resources:
+        requests:
+          ephemeral-storage: {{ $e.ephemeralStorage.request }}
+        limits:
+          ephemeral-storage: {{ $e.ephemeralStorage.limit }}
       volumeMounts:
         - name: tmp
           mountPath: /tmp
@@ -315,10 +402,24 @@ spec:
         {{- end }}
   volumes:
     - name: tmp
-      emptyDir: {}
+      emptyDir:
+        sizeLimit: {{ $e.tmpSizeLimit }}
     {{- if .Values.persistence.enabled }}
     - name: data
       persistentVolumeClaim:
-        claimName: {{ include "jobrec.fullname" . }}-data
+        claimName: {{ include "jobrec.resourceName" (dict "root" . "suffix" "data") }}
     {{- end }}
+{{- end -}}
+
+
+{{/* NetworkPolicy peers: the pods of the components that are Spark drivers on Kubernetes. */}}
+{{- define "jobrec.driverPeers" -}}
+{{- range $c := list "ingest" "retrain" }}
+{{- if include "jobrec.k8sExecutors" (index $.Values $c) }}
+- podSelector:
+    matchLabels:
+      app.kubernetes.io/instance: {{ $.Release.Name }}
+      app.kubernetes.io/component: {{ $c }}
+{{- end }}
+{{- end }}
 {{- end -}}
