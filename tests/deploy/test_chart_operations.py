@@ -186,12 +186,7 @@ def test_the_speed_layer_has_a_budget_only_with_more_than_one_replica() -> None:
 
 def test_network_policies_are_off_by_default_and_cover_every_pod_when_on() -> None:
     assert not by_kind(render(), "NetworkPolicy")
-    sets = (
-        *API_ON,
-        "networkPolicy.enabled=true",
-        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=mon",
-    )
-    docs = render(str(PRODUCTION), sets=sets)
+    docs = render(str(PRODUCTION), sets=API_ON)  # on in the production values
     validate_all(docs)
     policies = {
         p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: p["spec"]
@@ -219,7 +214,12 @@ def test_network_policies_are_off_by_default_and_cover_every_pod_when_on() -> No
         assert (443 in egress) == (name != "api"), name  # object storage, not for the API
         assert (6443 in egress) == (name in ("ingest", "retrain")), name  # the API server: drivers only
     metrics = [r for r in policies["speed"]["ingress"] if r["ports"][0]["port"] == "metrics"]
-    assert metrics[0]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "mon"}}}]
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert metrics[0]["from"] == [monitoring]
+    # the API's port: the ingress controller, the helm test pod, and the scrapers
+    api_sources = [peer for rule in policies["api"]["ingress"] for peer in rule["from"]]
+    assert monitoring in api_sources and len(api_sources) == 3
+    assert policies["ingest"]["egress"][3]["to"] == [{"ipBlock": {"cidr": "10.0.0.0/24"}}]  # the API server
 
 
 # --- secrets -----------------------------------------------------------------------------------------------------
