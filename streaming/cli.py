@@ -90,7 +90,7 @@ def cmd_ingest(cfg: Config, args: argparse.Namespace) -> int:
     from jobrec.streaming.processes import run_ingest_process
 
     try:
-        run_ingest_process(cfg, _bootstrap(cfg), args.once, _stop_on_sigterm())
+        run_ingest_process(cfg, _bootstrap(cfg), args.once, _stop_on_sigterm(), args.recover_checkpoint)
     except KeyboardInterrupt:
         log.info("interrupted")
     print(
@@ -473,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("ingest", help="stream click events from Kafka into the Delta tables")
     i.add_argument("--once", action="store_true", help="read what is on the topic now, then stop")
+    i.add_argument(
+        "--recover-checkpoint",
+        action="store_true",
+        help="the clicks checkpoint was lost: start a new one after the newest offsets the tables hold (README: "
+        "Exactly once); refused while a checkpoint is there",
+    )
     i.set_defaults(func=cmd_ingest)
 
     sp = sub.add_parser(
@@ -621,10 +627,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI's last word: one clear line, details in the debug log
         from jobrec.batch.connections import KafkaConnectError
+        from jobrec.streaming.checkpoint_guard import CheckpointMismatch
         from jobrec.streaming.local.embedded_kafka import BrokerError, KafkaNotConfigured
         from jobrec.streaming.local.spark_cluster import ClusterError
 
-        known = (KafkaNotConfigured, KafkaConnectError, BrokerError, ClusterError, FileNotFoundError, ValueError)
+        known = (
+            KafkaNotConfigured,
+            KafkaConnectError,
+            BrokerError,
+            ClusterError,
+            CheckpointMismatch,
+            FileNotFoundError,
+            ValueError,
+        )
         if isinstance(e, known):
             print(f"jobrec: {formatter.redact(str(e))}", file=sys.stderr)
             return EXIT_FAILED

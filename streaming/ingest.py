@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -23,11 +23,19 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes, run_concurrently
+from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes, run_concurrently, table_path
 from jobrec.batch.interactions_table import aggregate_interactions, merge_interactions
 from jobrec.schemas import tables as t
 from jobrec.schemas.click_event import EventLimits
 from jobrec.streaming import parse
+from jobrec.streaming.checkpoint_guard import (
+    judge_checkpoint,
+    legacy_app_id,
+    new_app_id,
+    read_checkpoint_state,
+    table_transactions,
+    write_identity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +66,13 @@ class IngestSettings:
     categories: tuple[str, ...] = ()
     aliases: tuple[tuple[str, str], ...] = ()
     default_ttl_days: float = 0.0
+    # the ingest's identity (streaming.checkpoint_guard), written in its checkpoint; set by start_ingest
+    identity: str = ""
 
     @property
     def app_id(self) -> str:
-        # the checkpoint identifies the query: a new checkpoint restarts batch ids at 0 and needs a new app id
-        return f"jobrec-ingest:{self.checkpoint}"
+        # the Delta transaction app id of every write: a new checkpoint restarts batch ids at 0 and has a new one
+        return self.identity or legacy_app_id(self.checkpoint)
 
     @property
     def jobs_checkpoint(self) -> str:
@@ -272,6 +282,7 @@ def start_ingest(
         ensure_delta_table(spark, settings.tables_root, name)
 
     run_concurrently(*(partial(create, name) for name in INGEST_TABLES))
+    settings = checked_identity(spark, settings)
     records = kafka_source(spark, settings, settings.clicks_topic)
     deduped = drop_repeated_events(parse_kafka_records(records, settings.limits), settings.dedup_window)
     writer = (
@@ -284,6 +295,21 @@ def start_ingest(
     else:
         writer = writer.trigger(processingTime=f"{trigger_seconds} seconds")
     return writer.start()
+
+
+def checked_identity(spark: SparkSession, settings: IngestSettings) -> IngestSettings:
+    """`settings` with the ingest's identity: the checkpoint's own, or a new one written into a new checkpoint.
+    Raises checkpoint_guard.CheckpointMismatch when the checkpoint and the tables disagree (a lost or stale
+    checkpoint), before anything is read or written."""
+    if settings.identity:  # a recovery has just made it
+        return settings
+    paths = {name: table_path(settings.tables_root, name) for name in INGEST_TABLES}
+    identity = judge_checkpoint(read_checkpoint_state(spark, settings.checkpoint), table_transactions(spark, paths))
+    if identity is None:
+        identity = new_app_id()
+        write_identity(spark, settings.checkpoint, identity)
+        log.info("new ingest checkpoint at %s; its writes carry the identity %s", settings.checkpoint, identity)
+    return replace(settings, identity=identity)
 
 
 def new_progress(queries: list[StreamingQuery], reported: dict[str, str]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -62,9 +63,12 @@ def ingest_settings(cfg: Config, bootstrap: str) -> IngestSettings:
     )
 
 
-def run_ingest_process(cfg: Config, bootstrap: str, once: bool, stop: threading.Event) -> None:
+def run_ingest_process(
+    cfg: Config, bootstrap: str, once: bool, stop: threading.Event, recover_checkpoint: bool = False
+) -> None:
     """`jobrec ingest`: the clicks and job-events queries into Delta, restarted after a failure, until `stop` is
-    set (or, with `once`, until what is on the topics now has been read)."""
+    set (or, with `once`, until what is on the topics now has been read). `recover_checkpoint`: first start a new
+    clicks checkpoint after what the tables hold (see recover_ingest_checkpoint)."""
     ensure_topics(cfg.kafka, bootstrap)
     settings = ingest_settings(cfg, bootstrap)
     log.info(
@@ -80,6 +84,8 @@ def run_ingest_process(cfg: Config, bootstrap: str, once: bool, stop: threading.
         spark_session(cfg, "ingest") as spark,
         _metrics_endpoint(cfg, metrics.registry, cfg.metrics.ingest_port, "ingest"),
     ):
+        if recover_checkpoint:
+            settings = recover_ingest_checkpoint(spark, settings, python_client_args(cfg.kafka, bootstrap))
 
         def start_queries() -> list[StreamingQuery]:
             trigger = cfg.ingest.trigger_seconds
@@ -95,6 +101,82 @@ def run_ingest_process(cfg: Config, bootstrap: str, once: bool, stop: threading.
             heartbeat=Heartbeat.from_env().beat,
             on_progress=metrics.observe_progress,
         )
+
+
+def recover_ingest_checkpoint(spark: SparkSession, settings: IngestSettings, client: dict[str, Any]) -> IngestSettings:
+    """`jobrec ingest --recover-checkpoint`: after the clicks checkpoint was lost, a new one that starts on each
+    partition after the newest offset the events and dead_letters tables hold, under a new identity.
+
+    Refused when a checkpoint is there (move it aside: it may be the one to restore) and when the tables hold a
+    half-written micro-batch (its events without its interactions), which no offset can describe. What a lost
+    checkpoint takes with it: the de-duplication state, so a repeat of an event ingested before the loss is
+    counted again if it arrives within ingest.dedup_window after the recovery.
+    """
+    from kafka import KafkaConsumer
+
+    from jobrec.batch.delta_tables import table_path
+    from jobrec.schemas import tables as t
+    from jobrec.streaming.checkpoint_guard import (
+        CheckpointMismatch,
+        ingest_versions,
+        new_app_id,
+        read_checkpoint_state,
+        recovery_offsets,
+        table_transactions,
+        write_identity,
+    )
+    from jobrec.streaming.ingest import INGEST_TABLES
+
+    state = read_checkpoint_state(spark, settings.checkpoint)
+    if state.identity or state.last_planned is not None or state.last_committed is not None:
+        raise CheckpointMismatch(
+            f"--recover-checkpoint starts a new checkpoint at {settings.checkpoint}, but a checkpoint is there: move "
+            "it aside first (if it is a backup of the lost one, run `jobrec ingest` on it instead)"
+        )
+    paths = {name: table_path(settings.tables_root, name) for name in INGEST_TABLES}
+    transactions = table_transactions(spark, paths)
+    for app_id in ingest_versions(transactions):
+        events = transactions.get(t.EVENTS, {}).get(app_id)
+        merged = transactions.get(t.INTERACTIONS, {}).get(app_id)
+        if events != merged:
+            raise CheckpointMismatch(
+                f"the tables hold a half-written micro-batch of {app_id}: events has its batch {events}, "
+                f"interactions its batch {merged}. A recovery from offsets cannot tell which clicks of that batch "
+                "are counted; restore the checkpoint from a backup instead, or restore the interactions table to "
+                "the version before that batch (Delta RESTORE) and re-ingest from there"
+            )
+    frames = [
+        spark.read.format("delta").load(paths[name]).where(f"{t.KAFKA_TOPIC} = '{settings.clicks_topic}'")
+        for name in (t.EVENTS, t.DEAD_LETTERS)
+    ]
+    rows = (
+        frames[0]
+        .select(t.KAFKA_PARTITION, t.KAFKA_OFFSET)
+        .unionByName(frames[1].select(t.KAFKA_PARTITION, t.KAFKA_OFFSET))
+        .groupBy(t.KAFKA_PARTITION)
+        .max(t.KAFKA_OFFSET)
+        .collect()
+    )
+    newest = {int(r[0]): int(r[1]) for r in rows}
+    consumer = KafkaConsumer(**client)
+    try:
+        partitions = consumer.partitions_for_topic(settings.clicks_topic) or set()
+    finally:
+        consumer.close()
+    if not partitions:
+        raise CheckpointMismatch(f"cannot read the partitions of {settings.clicks_topic} to start a recovered ingest")
+    identity = new_app_id()
+    starting = recovery_offsets(settings.clicks_topic, partitions, newest)
+    write_identity(spark, settings.checkpoint, identity)
+    log.warning(
+        "recovered ingest checkpoint at %s: new identity %s, starting after the tables' newest offsets %s; repeats of "
+        "events ingested before the loss are not dropped within the next %s",
+        settings.checkpoint,
+        identity,
+        starting,
+        settings.dedup_window,
+    )
+    return replace(settings, identity=identity, starting_offsets=starting)
 
 
 # `jobrec speed --processes N` numbers its instances in this variable (0 .. N-1): instance i serves its metrics on
