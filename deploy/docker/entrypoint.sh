@@ -76,7 +76,11 @@ case "$role" in
   driver)
     shift
     cmd=("$spark_home/bin/spark-submit" --deploy-mode client)
-    [ -n "${SPARK_DRIVER_BIND_ADDRESS:-}" ] && cmd+=(--conf "spark.driver.bindAddress=$SPARK_DRIVER_BIND_ADDRESS")
+    if [ -n "${SPARK_DRIVER_BIND_ADDRESS:-}" ]; then
+      # Spark sets it to the driver pod's IP; the driver's own address then needs no host name lookup either
+      cmd+=(--conf "spark.driver.bindAddress=$SPARK_DRIVER_BIND_ADDRESS")
+      export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-$SPARK_DRIVER_BIND_ADDRESS}
+    fi
     cmd+=("$@")
     ;;
   *)

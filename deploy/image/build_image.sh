@@ -95,5 +95,5 @@ if [ "$status" != 0 ]; then
   exit 1
 fi
 say "$image built in $((SECONDS - started)) s ($(buildah images --format '{{.Size}}' "$image" | head -1))"
-# layers no tag refers to any more (an older build's last steps) would pile up: drop the dangling ones
-buildah rmi --prune >/dev/null 2>&1 || true
+# no `buildah rmi --prune` here: the deps stage's layers are untagged, and pruning them would make the next build
+# download the Python packages and the jars again
