@@ -10,7 +10,7 @@ export JOBREC_CACHE_DIR
 JARS := $(JOBREC_CACHE_DIR)/jars
 PYSPARK_JARS = $(shell $(BIN)/python -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')
 
-.PHONY: help setup demo test test-unit lint bench clean
+.PHONY: help setup demo test test-unit test-image image lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,11 +30,17 @@ setup: $(VENV)/.installed  ## venv + Python packages, Kafka and Spark jars from 
 demo: setup  ## start a local Kafka, load the seed data, stream live clicks, retrain, print recommendations
 	$(BIN)/jobrec demo
 
-test: setup  ## the whole test suite: unit tests and integration tests on a real broker, Spark and Delta
+test: setup  ## the whole test suite: unit, integration (real broker, Spark, Delta) and the image built and run
 	$(BIN)/pytest tests
 
 test-unit: setup  ## only the tests that need no JVM
 	$(BIN)/pytest tests/unit
+
+image:  ## the production image jobrec:dev with buildah (base from debootstrap; rebuilt only when its inputs change)
+	deploy/image/build_image.sh
+
+test-image: setup  ## only the image's tests: build it, run jobrec --help, a Spark executor and the demo inside it
+	$(BIN)/pytest tests/image
 
 lint: setup  ## ruff (lint and format) and mypy on the installed namespace
 	$(BIN)/ruff check schemas streaming batch tests
