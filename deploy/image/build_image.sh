@@ -73,7 +73,7 @@ fi
 
 mkdir -p "$cache"
 say "building $image from deploy/docker/Dockerfile on $base (inputs $hash; log: $log) ..."
-say "  a first build downloads Debian packages, ~1.2 GB of Python packages and the jars: about 10 minutes"
+say "  a first build downloads Debian packages, ~1.2 GB of Python packages and the jars: about 2-5 minutes"
 started=$SECONDS
 cd "$repo"
 # the build machine's CAs (a TLS-intercepting proxy's among them) for the steps that download, as build secrets

@@ -47,7 +47,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     global _build
-    if _build is not None or not any(_is_image_test(item) for item in session.items):
+    if session.config.option.collectonly or _build is not None:
+        return
+    if not any(_is_image_test(item) for item in session.items):
         return
     log = Path(os.environ.get("JOBREC_CACHE_DIR", Path.home() / ".cache" / "jobrec")) / "image" / "pytest-build.log"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -282,3 +282,21 @@ def test_driver_role_is_spark_submit_in_client_mode(container: Container) -> Non
     shown = container.run(["driver", "--version"], timeout=180, env={"SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1"})
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert re.search(r"version 4\.2\.0", shown.stdout + shown.stderr)
+
+
+def test_spark_in_the_image_loads_native_blas_and_lapack(container: Container) -> None:
+    # the classes netlib picks for Spark's ALS: JNIBLAS/JNILAPACK only when OpenBLAS loads, else the Java fallbacks
+    probe = (
+        "from pyspark.sql import SparkSession\n"
+        "s = SparkSession.builder.master('local[1]').config('spark.ui.enabled', 'false').getOrCreate()\n"
+        "print(s._jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName())\n"
+        "print(s._jvm.dev.ludovic.netlib.lapack.LAPACK.getInstance().getClass().getName())\n"
+        "s.stop()\n"
+    )
+    shown = subprocess.run(
+        ["buildah", "run", "--isolation", "chroot", "--env", "SPARK_LOCAL_IP=127.0.0.1", container.name, "--",
+         "python", "-c", probe],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.split() == ["dev.ludovic.netlib.blas.JNIBLAS", "dev.ludovic.netlib.lapack.JNILAPACK"]
