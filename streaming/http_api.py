@@ -180,6 +180,11 @@ class RequestMetrics:
         self.app, self.routes, self.requests, self.seconds = app, routes, requests, seconds
 
     def route_of(self, scope: Scope) -> str:
+        # the router records the route it chose in the scope; matching again (a regex per route) is only for the
+        # requests answered before routing (the bearer check's 401s), and cost 0.2 ms a request when done for all
+        routed = scope.get("route")
+        if routed is not None:
+            return str(getattr(routed, "path", "unmatched"))
         from starlette.routing import Match
 
         for route in self.routes:
