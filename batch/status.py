@@ -114,7 +114,7 @@ def parse_offsets_file(text: str) -> dict[str, dict[str, int]]:
     return offsets
 
 
-def _batch_files(spark: SparkSession, folder: str) -> dict[int, str]:
+def checkpoint_batch_files(spark: SparkSession, folder: str) -> dict[int, str]:
     """batch id -> path of the files in a checkpoint's log folder ({} when it does not exist). Spark's own
     listing, so that s3a:// checkpoints read as local ones do; hidden files (.crc, temporary) are skipped."""
     try:
@@ -136,13 +136,13 @@ def read_checkpoint_offsets(spark: SparkSession, checkpoint: str) -> dict[str, A
     Spark's Kafka source commits no consumer offsets: its offsets log is the only record of how far it read.
     """
     base = checkpoint.rstrip("/")
-    planned = _batch_files(spark, f"{base}/offsets")
+    planned = checkpoint_batch_files(spark, f"{base}/offsets")
     if not planned:
         return None
     batch = max(planned)
     text = spark.read.format("binaryFile").load(planned[batch]).select("content").first()
     return {
         "batch": batch,
-        "committed": batch in _batch_files(spark, f"{base}/commits"),
+        "committed": batch in checkpoint_batch_files(spark, f"{base}/commits"),
         "offsets": parse_offsets_file(bytes(text[0]).decode("utf-8")) if text else {},
     }

@@ -113,16 +113,10 @@ def _fs_path(spark: Any, location: str) -> Any:
 
 
 def read_checkpoint_state(spark: Any, location: str) -> CheckpointState:
+    from jobrec.batch.status import checkpoint_batch_files
+
     fs, root = _fs_path(spark, location)
     jvm = spark.sparkContext._jvm
-
-    def batch_ids(folder: str) -> list[int]:
-        path = jvm.org.apache.hadoop.fs.Path(root, folder)
-        if not fs.exists(path):
-            return []
-        names = [status.getPath().getName() for status in fs.listStatus(path)]
-        return [int(n) for n in names if n.isdigit()]
-
     identity = None
     identity_path = jvm.org.apache.hadoop.fs.Path(root, IDENTITY_FILE)
     if fs.exists(identity_path):
@@ -132,12 +126,13 @@ def read_checkpoint_state(spark: Any, location: str) -> CheckpointState:
             identity = (reader.readLine() or "").strip() or None
         finally:
             stream.close()
-    committed = batch_ids("commits")
+    base = location.rstrip("/")
+    committed, planned = (checkpoint_batch_files(spark, f"{base}/{log}") for log in ("commits", "offsets"))
     return CheckpointState(
         location=location,
         identity=identity,
         last_committed=max(committed) if committed else None,
-        last_planned=max(planned) if (planned := batch_ids("offsets")) else None,
+        last_planned=max(planned) if planned else None,
     )
 
 
