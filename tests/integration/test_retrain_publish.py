@@ -163,10 +163,16 @@ def test_fold_in_of_an_unchanged_history_matches_the_trained_factor(spark, train
     assert max(errors) < 1e-3
 
 
-def test_a_click_refreshes_that_users_list_within_seconds(spark, trained) -> None:
+def test_a_click_refreshes_that_users_list_within_seconds(spark, trained, caplog) -> None:
+    import logging
     import time
 
     from jobrec.streaming.producer import make_click_event, send_click_events
+    from jobrec.streaming.speed import SpeedStats
+
+    # what the speed layer and its group membership did, shown if the list does not come
+    caplog.set_level(logging.INFO, logger="jobrec")
+    caplog.set_level(logging.INFO, logger="kafka.coordinator")
     from tests.integration.conftest import make_producer
 
     cfg, model, train, _ = trained
@@ -189,7 +195,8 @@ def test_a_click_refreshes_that_users_list_within_seconds(spark, trained) -> Non
             python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), cfg.kafka.recommendations_topic
         )
 
-    with running_speed_layer(spark, cfg):
+    stats = SpeedStats()
+    with running_speed_layer(spark, cfg, stats=stats):
         click = make_click_event(user, job, "apply")
         producer = make_producer(cfg)
         sent_at = time.monotonic()
@@ -206,7 +213,7 @@ def test_a_click_refreshes_that_users_list_within_seconds(spark, trained) -> Non
             if msg and msg["source"] == "fold-in" and msg["newest_event_at"] == click["occurred_at"]:
                 fresh = msg
         waited = time.monotonic() - sent_at
-    assert fresh is not None, "no fold-in list for the user within 30 s"
+    assert fresh is not None, f"no fold-in list for user {user} within 30 s; the speed layer: {stats}"
     print(f"fold-in list for user {user} arrived {waited:.2f} s after the click on job {job}")
     new_jobs = [it["job_id"] for it in fresh["items"]]
     old_jobs = [it["job_id"] for it in before[user]["items"]]
