@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from jobrec.schemas.tables import INTERACTIONS, PARTITION_COLUMNS, TABLE_DDL
 
@@ -55,6 +55,18 @@ def ensure_delta_table(spark: SparkSession, tables_root: str, name: str) -> str:
             log.info("creating %s conflicted with another writer; trying once more", name)
             builder.execute()
     return path
+
+
+def read_delta_table(spark: SparkSession, tables_root: str, name: str) -> DataFrame:
+    """The table, or an empty frame of its schema when it does not exist yet. Readers never create a table: each
+    table has one writing process (`table_writers`), and on object storage Delta's log store is safe only for
+    one writer; a reader creating the table it reads would be a second one."""
+    from delta.tables import DeltaTable
+
+    path = table_path(tables_root, name)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return spark.createDataFrame([], TABLE_DDL[name])
+    return spark.read.format("delta").load(path)
 
 
 def latest_version(spark: SparkSession, path: str) -> int:

@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobrec.batch.core.catalog import CatalogRow, CategoryNormaliser
-from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes
+from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes, read_delta_table
 from jobrec.schemas import tables as t
 from jobrec.schemas.click_event import from_epoch_micros
 from jobrec.schemas.job_event import CLOSED
@@ -209,7 +209,7 @@ def apply_job_events(spark: SparkSession, events: DataFrame, tables_root: str, a
 
 def read_catalog_rows(spark: SparkSession, tables_root: str) -> list[CatalogRow]:
     """(job_id, category, status, expires_at, updated_at, category_at) of every job, times aware UTC."""
-    jobs = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.JOBS))
+    jobs = read_delta_table(spark, tables_root, t.JOBS)
     # epoch microseconds: a collected TIMESTAMP would come back naive, in this process's local zone
     times = (t.EXPIRES_AT, t.UPDATED_AT, t.CATEGORY_AT)
     rows = jobs.select(t.JOB_ID, t.CATEGORY, t.STATUS, *(F.unix_micros(c) for c in times)).collect()
@@ -219,7 +219,7 @@ def read_catalog_rows(spark: SparkSession, tables_root: str) -> list[CatalogRow]
 def count_jobs_by_state(spark: SparkSession, tables_root: str) -> list[tuple[str, int, int, int]]:
     """(category, open, expired, closed) per category of the jobs table, by category name; "(none)" for jobs
     without one. Expired: open, but past its expires_at now."""
-    jobs = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.JOBS))
+    jobs = read_delta_table(spark, tables_root, t.JOBS)
     expired = F.col(t.EXPIRES_AT).isNotNull() & (F.col(t.EXPIRES_AT) <= F.current_timestamp())
     state = F.when(F.col(t.STATUS) == t.JOB_OPEN, F.when(expired, "expired").otherwise("open")).otherwise(
         F.col(t.STATUS)

@@ -22,10 +22,11 @@ from jobrec.batch.backfill import CsvLayout, LoadReport, load_counts_csv
 from jobrec.batch.connections import build_spark_session, spark_kafka_options
 from jobrec.batch.core.catalog import CategoryNormaliser
 from jobrec.batch.core.params import AlsParams
-from jobrec.batch.delta_tables import ensure_delta_table
+from jobrec.batch.delta_tables import read_delta_table
 from jobrec.batch.jobs_table import JobsLoadReport, count_jobs_by_state, load_jobs_csv, read_catalog_rows
 from jobrec.batch.publish import publish_recommendations, recommend_top_n
 from jobrec.batch.retrain import gated_retrain, resolve_engine
+from jobrec.batch.table_writers import INGEST, RETRAIN, hold_writer_lock
 from jobrec.batch.train import NotEnoughData, TrainedModel, read_factors, serving_model_version
 from jobrec.schemas import tables as t
 from jobrec.schemas.config import Config
@@ -101,7 +102,7 @@ def publish_model(
     from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION
 
     generated_at = datetime.now(timezone.utc)
-    interactions = spark.read.format("delta").load(ensure_delta_table(spark, cfg.storage.tables_root, t.INTERACTIONS))
+    interactions = read_delta_table(spark, cfg.storage.tables_root, t.INTERACTIONS)
     catalog = read_catalog_rows(spark, cfg.storage.tables_root)
     if model_version is None:
         if interactions.isEmpty():
@@ -166,7 +167,7 @@ def run_retrain(
     retrain.interval_seconds with `loop`; `on_model` hears of each model. A run with fewer interactions than
     retrain.min_interactions trains nothing and writes nothing: `on_skip` hears why, and the run returns None. A
     fresh installation's scheduled runs land there until data arrives, which is not a failure."""
-    with spark_session(cfg, "retrain") as spark:
+    with hold_writer_lock(cfg.storage.checkpoints_root, RETRAIN, "retrain"), spark_session(cfg, "retrain") as spark:
         while True:
             model: TrainedModel | None = None
             try:
@@ -186,7 +187,7 @@ def run_publish(cfg: Config, bootstrap: str, model_version: str | None) -> tuple
     lists ("popularity", lists sent); (None, 0) when there is not even an interaction to rank jobs by."""
     from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION
 
-    with spark_session(cfg, "publish") as spark:
+    with hold_writer_lock(cfg.storage.checkpoints_root, RETRAIN, "publish"), spark_session(cfg, "publish") as spark:
         version = model_version or serving_model_version(spark, cfg.storage.tables_root)
         if version:
             engine = resolve_engine(spark, cfg.storage.tables_root, cfg.als.engine, cfg.als.single_node_max_pairs)
@@ -197,7 +198,7 @@ def run_publish(cfg: Config, bootstrap: str, model_version: str | None) -> tuple
 
 def run_load(cfg: Config, csv: str, layout: CsvLayout, event_type: str, binary: bool) -> LoadReport:
     """`jobrec load`: a (user, job, count) CSV merged into the interactions table, once per file content."""
-    with spark_session(cfg, "load") as spark:
+    with hold_writer_lock(cfg.storage.checkpoints_root, INGEST, "load"), spark_session(cfg, "load") as spark:
         return load_counts_csv(
             spark, csv, layout, cfg.storage.tables_root, event_type, cfg.ingest.weights, binary=binary
         )
@@ -206,7 +207,7 @@ def run_load(cfg: Config, csv: str, layout: CsvLayout, event_type: str, binary: 
 def run_jobs_load(cfg: Config, csv: str, job_col: str, category_col: str) -> JobsLoadReport:
     """`jobrec jobs load`: a jobs.csv-style file into the jobs table as open jobs, categories normalised."""
     normaliser = CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases)
-    with spark_session(cfg, "jobs") as spark:
+    with hold_writer_lock(cfg.storage.checkpoints_root, INGEST, "jobs load"), spark_session(cfg, "jobs") as spark:
         return load_jobs_csv(spark, csv, cfg.storage.tables_root, normaliser, job_col, category_col)
 
 

@@ -22,7 +22,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StructField, StructType
 
 from jobrec.batch.core.params import AlsParams
-from jobrec.batch.delta_tables import ensure_delta_table, latest_version, run_concurrently
+from jobrec.batch.delta_tables import (
+    ensure_delta_table,
+    latest_version,
+    read_delta_table,
+    run_concurrently,
+    table_path,
+)
 from jobrec.schemas import tables as t
 
 log = logging.getLogger(__name__)
@@ -73,8 +79,13 @@ def new_model_version(now: datetime | None = None) -> str:
 
 
 def read_interactions_snapshot(spark: SparkSession, tables_root: str) -> tuple[DataFrame, int]:
-    """The interactions table at its newest Delta version, and that version (recorded with the model)."""
-    path = ensure_delta_table(spark, tables_root, t.INTERACTIONS)
+    """The interactions table at its newest Delta version, and that version (recorded with the model); before the
+    ingest has created it, an empty frame at version -1 (the retrain then has too little data)."""
+    from delta.tables import DeltaTable
+
+    path = table_path(tables_root, t.INTERACTIONS)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return read_delta_table(spark, tables_root, t.INTERACTIONS), -1
     version = latest_version(spark, path)
     return spark.read.format("delta").option("versionAsOf", version).load(path), version
 
@@ -215,10 +226,8 @@ def write_model(
 
 def _serving_model_column(spark: SparkSession, tables_root: str, column: str) -> Any:
     """One column of the newest published model's row; None before the first one."""
-    path = ensure_delta_table(spark, tables_root, t.MODELS)
     rows = (
-        spark.read.format("delta")
-        .load(path)
+        read_delta_table(spark, tables_root, t.MODELS)
         .where(F.col(t.STATUS) == t.STATUS_PUBLISHED)
         .orderBy(F.col(t.CREATED_AT).desc())
         .select(column)
@@ -240,8 +249,8 @@ def serving_model_metrics(spark: SparkSession, tables_root: str) -> dict:
 
 
 def read_factors(spark: SparkSession, tables_root: str, model_version: str) -> tuple[DataFrame, DataFrame]:
-    users = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.USER_FACTORS))
-    jobs = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.JOB_FACTORS))
+    users = read_delta_table(spark, tables_root, t.USER_FACTORS)
+    jobs = read_delta_table(spark, tables_root, t.JOB_FACTORS)
     return (
         users.where(F.col(t.MODEL_VERSION) == model_version),
         jobs.where(F.col(t.MODEL_VERSION) == model_version),

@@ -153,6 +153,8 @@ def cmd_jobs(cfg: Config, args: argparse.Namespace) -> int:
 
     if args.action in ("post", "close"):
         return _send_job_event(cfg, args)
+    if args.action == "load" and args.to_topic:
+        return _send_jobs_csv(cfg, args)
     if args.action == "load":
         report = run_jobs_load(cfg, args.csv, args.job_col, args.category_col)
         print(
@@ -169,6 +171,26 @@ def cmd_jobs(cfg: Config, args: argparse.Namespace) -> int:
         f"{sum(totals):,} jobs: {totals[0]:,} open, {totals[1]:,} expired, {totals[2]:,} closed"
         if rows
         else "no jobs in the catalog yet: `jobrec jobs load jobs.csv` or `jobrec jobs post JOB`"
+    )
+    return 0
+
+
+def _send_jobs_csv(cfg: Config, args: argparse.Namespace) -> int:
+    """`jobs load --to-topic`: the file's jobs as posted events on the jobs topic, for the running ingest to write
+    (the jobs table has one writer, the ingest; see batch/table_writers.py)."""
+    from jobrec.batch.core.catalog import CategoryNormaliser
+    from jobrec.batch.jobs_table import read_jobs_csv
+    from jobrec.streaming.processes import send_job_event_batch
+    from jobrec.streaming.producer import make_job_event
+
+    normaliser = CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases)
+    rows, n_read, n_bad = read_jobs_csv(args.csv, normaliser, args.job_col, args.category_col)
+    # the raw category: the ingest normalises it, with the aliases of its own config
+    events = [make_job_event(job, "posted", raw) for job, _, raw in rows]
+    n = send_job_event_batch(cfg, _bootstrap(cfg), events)
+    print(
+        f"{n_read} rows read ({n_bad} without a job id): {n} posted events acknowledged on {cfg.kafka.jobs_topic}; "
+        "the running `jobrec ingest` writes them to the jobs table"
     )
     return 0
 
@@ -513,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     jl.add_argument("csv", help="CSV with a header row: a job id and a category column")
     jl.add_argument("--job-col", default="jobID", help="job id column (default jobID)")
     jl.add_argument("--category-col", default="job_category", help="category column (default job_category)")
+    jl.add_argument(
+        "--to-topic",
+        action="store_true",
+        help="send the jobs as posted events to the jobs topic for the running ingest to write, instead of writing "
+        "the table (which is refused while an ingest runs: one process writes the ingest's tables)",
+    )
     jp = jsub.add_parser("post", help="send a posted event for jobs (open, or open again)")
     jp.add_argument("job_id", nargs="+")
     jp.add_argument("--category", help="the jobs' category (normalised on ingest)")
@@ -627,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI's last word: one clear line, details in the debug log
         from jobrec.batch.connections import KafkaConnectError
+        from jobrec.batch.table_writers import WriterBusy
         from jobrec.streaming.checkpoint_guard import CheckpointMismatch
         from jobrec.streaming.local.embedded_kafka import BrokerError, KafkaNotConfigured
         from jobrec.streaming.local.spark_cluster import ClusterError
@@ -637,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
             BrokerError,
             ClusterError,
             CheckpointMismatch,
+            WriterBusy,
             FileNotFoundError,
             ValueError,
         )

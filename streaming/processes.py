@@ -25,6 +25,7 @@ from jobrec.batch.core.catalog import CatalogState, CategoryNormaliser
 from jobrec.batch.delta_tables import absolute_location
 from jobrec.batch.jobs_table import read_catalog_rows
 from jobrec.batch.processes import spark_session
+from jobrec.batch.table_writers import INGEST, hold_writer_lock
 from jobrec.schemas.click_event import EventLimits
 from jobrec.schemas.config import Config
 from jobrec.streaming.heartbeat import Heartbeat
@@ -81,6 +82,7 @@ def run_ingest_process(
     )
     metrics = IngestMetrics()
     with (
+        hold_writer_lock(cfg.storage.checkpoints_root, INGEST, "ingest"),
         spark_session(cfg, "ingest") as spark,
         _metrics_endpoint(cfg, metrics.registry, cfg.metrics.ingest_port, "ingest"),
     ):

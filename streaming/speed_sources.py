@@ -16,12 +16,13 @@ import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobrec.batch.delta_tables import ensure_delta_table, table_path
+from jobrec.batch.delta_tables import read_delta_table, table_path
 from jobrec.batch.train import read_factors, serving_model_version
 from jobrec.schemas import tables as t
 from jobrec.schemas.recommendation import POPULARITY_MODEL_VERSION
 from jobrec.streaming.histories import NO_TIME, Histories, build_segment
 from jobrec.streaming.key_partitions import key_partitions
+from jobrec.streaming.serving_model import assemble_serving_model
 from jobrec.streaming.speed import POPULAR_JOBS, ServingModel, popularity_model
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 def read_users_per_job(spark: SparkSession, tables_root: str, limit: int | None = None) -> list[tuple[str, int]]:
     """(job_id, users who interacted with it) from the interactions table, most users first, then by job_id; the
     first `limit` (None: all)."""
-    interactions = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.INTERACTIONS))
+    interactions = read_delta_table(spark, tables_root, t.INTERACTIONS)
     ranked = interactions.groupBy(t.JOB_ID).count().orderBy(F.col("count").desc(), F.col(t.JOB_ID))
     return [(r[t.JOB_ID], r["count"]) for r in (ranked.limit(limit) if limit is not None else ranked).collect()]
 
@@ -60,31 +61,9 @@ def load_serving_model(spark: SparkSession, tables_root: str, current: str | Non
     )
     params = json.loads(row[t.PARAMS])
     _, job_factors = read_factors(spark, tables_root, version)
-    jobs = job_factors.select(t.JOB_ID, t.FEATURES).orderBy(t.JOB_ID).collect()
-    job_ids = [r[t.JOB_ID] for r in jobs]
-    position = {j: i for i, j in enumerate(job_ids)}
-    by_users = read_users_per_job(spark, tables_root)
-    popular = [position[job] for job, _ in by_users if job in position][:POPULAR_JOBS]
-    popularity = np.zeros(len(job_ids))
-    for job, users in by_users:
-        if job in position:
-            popularity[position[job]] = users
-    if popularity.max(initial=0.0) > 0:
-        popularity /= popularity.max()
-    return ServingModel(
-        version,
-        job_ids,
-        np.asarray([r[t.FEATURES] for r in jobs], dtype=np.float64),
-        float(params["alpha"]),
-        float(params["reg_param"]),
-        popular,
-        popularity=popularity,
-        confidence=params.get("confidence", "linear"),
-        epsilon=float(params.get("epsilon", 1.0)),
-        half_life_days=float(params.get("half_life_days", 0.0)),
-        reference_time=float(params.get("reference_time", 0.0)),
-        # a model recorded before the engines existed was Spark's, with its count-scaled lambda
-        reg_scaling=params.get("reg_scaling", "count"),
+    jobs = job_factors.select(t.JOB_ID, t.FEATURES).collect()
+    return assemble_serving_model(
+        version, params, ((r[t.JOB_ID], r[t.FEATURES]) for r in jobs), read_users_per_job(spark, tables_root)
     )
 
 
@@ -106,7 +85,7 @@ def load_histories(
     ROWS_PER_LOAD_CHUNK rows, so the driver never holds the whole table; the users' partitions are computed here
     with the producers' partitioner (`key_partitions`), which Spark has no function for.
     """
-    interactions = spark.read.format("delta").load(ensure_delta_table(spark, tables_root, t.INTERACTIONS))
+    interactions = read_delta_table(spark, tables_root, t.INTERACTIONS)
     # times as epoch microseconds: a collected TIMESTAMP would come back naive, in this process's local zone
     columns = interactions.select(t.USER_ID, t.JOB_ID, t.STRENGTH, F.unix_micros(t.LAST_AT).alias("last_us"))
     total = interactions.count()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -30,7 +32,7 @@ from jobrec.streaming.job_events import start_job_events
 from jobrec.streaming.processes import ingest_settings
 from jobrec.streaming.producer import make_click_event, make_job_event, send_click_events, send_job_events, send_raw
 from jobrec.streaming.speed import SpeedStats
-from tests.integration.conftest import SEED_DIR, make_producer, running_speed_layer, write_config
+from tests.integration.conftest import REPO, SEED_DIR, make_producer, running_speed_layer, write_config
 
 CAP = 3
 
@@ -93,7 +95,7 @@ def catalog_pipeline(spark, broker, tmp_path_factory):
     )
     model = train_model(spark, cfg.storage.tables_root, als_params(cfg))
     write_model(spark, cfg.storage.tables_root, model, t.STATUS_PUBLISHED)
-    return cfg, model, report
+    return cfg, model, report, config
 
 
 def read_lists(cfg) -> dict[str, dict]:
@@ -111,7 +113,7 @@ def read_lists(cfg) -> dict[str, dict]:
 
 
 def test_jobs_csv_load_fixes_the_misspelt_category(spark, catalog_pipeline) -> None:
-    cfg, _, report = catalog_pipeline
+    cfg, _, report, _ = catalog_pipeline
     with (SEED_DIR / "jobs.csv").open(newline="") as f:
         raw = Counter(r["job_category"] for r in csv.DictReader(f))
     assert report.categories_fixed == raw["Retial"] == 789
@@ -132,7 +134,7 @@ def test_jobs_csv_load_fixes_the_misspelt_category(spark, catalog_pipeline) -> N
 
 
 def test_a_closed_or_expired_job_is_in_no_list_published_after_the_event(spark, catalog_pipeline) -> None:
-    cfg, model, _ = catalog_pipeline
+    cfg, model, _, config = catalog_pipeline
     category = seed_categories()
     history = seed_history()
 
@@ -209,7 +211,20 @@ def test_a_closed_or_expired_job_is_in_no_list_published_after_the_event(spark, 
         assert "Retail" not in [category[j] for j in jobs[CAP:]]
         assert closing not in jobs and len(jobs) == cfg.publish.top_n
 
-    # 6. the ingest applies the job events to the Delta jobs table and dead-letters the malformed one
+    # 6. the ingest applies the job events to the Delta jobs table and dead-letters the malformed one; and the
+    # rows of a jobs file sent with `jobs load --to-topic` (the way to load one while an ingest runs)
+    jobs_file = config.parent / "more-jobs.csv"
+    jobs_file.write_text("jobID,job_category\nfile-job-1,Retial\nfile-job-2,IT\n,Sales\n")
+    sent = subprocess.run(
+        [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(config)]
+        + ["jobs", "load", "--to-topic", str(jobs_file)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    assert "3 rows read (1 without a job id): 2 posted events acknowledged" in sent.stdout
     start_job_events(spark, ingest_settings(cfg, cfg.kafka.bootstrap_servers), once=True).awaitTermination(300)
     jobs = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.JOBS))
     state = {r[t.JOB_ID]: r for r in jobs.where(jobs[t.JOB_ID].isin(closing, expiring, "new-job-1")).collect()}
@@ -217,6 +232,8 @@ def test_a_closed_or_expired_job_is_in_no_list_published_after_the_event(spark, 
     assert state[closing][t.CATEGORY] == "IT"  # but its category, newer than the CSV's, was taken
     assert state[expiring][t.STATUS] == t.JOB_OPEN and state[expiring][t.EXPIRES_AT] is not None
     assert state["new-job-1"][t.CATEGORY] == "Retail" and state["new-job-1"][t.RAW_CATEGORY] == " retial "
+    from_file = {r[t.JOB_ID]: (r[t.CATEGORY], r[t.STATUS]) for r in jobs.where("job_id LIKE 'file-job-%'").collect()}
+    assert from_file == {"file-job-1": ("Retail", t.JOB_OPEN), "file-job-2": ("IT", t.JOB_OPEN)}
     dead = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.DEAD_LETTERS))
     reasons = [r[t.REASON_CODE] for r in dead.where(dead[t.KAFKA_TOPIC] == cfg.kafka.jobs_topic).collect()]
     assert reasons == ["missing_field"]

@@ -88,6 +88,25 @@ def test_sigkill_mid_ingest_then_restart_counts_exactly_once(spark, broker, tmp_
     proc = start_ingest_process(config, log)
     try:
         wait_for(lambda: events_in_table(spark, cfg.storage.tables_root) > 0, 300, "a first batch", proc, log)
+        # while it runs, no second writer of its tables starts: another ingest, a backfill, a jobs load
+        (tmp_path / "counts.csv").write_text("user,job,count\nu1,j1,2\n")
+        (tmp_path / "jobs.csv").write_text("jobID,job_category\nj1,Sales\n")
+        for second in (
+            ["ingest", "--once"],
+            ["load", str(tmp_path / "counts.csv")],
+            ["jobs", "load", str(tmp_path / "jobs.csv")],
+        ):
+            refused = subprocess.run(
+                [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(config), *second],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert refused.returncode == 1, (second, refused.stdout[-2000:], refused.stderr[-2000:])
+            # it names the running ingest (its pid: the process the test started) and why
+            assert f"`jobrec ingest`, pid {proc.pid} on" in refused.stderr, (second, refused.stderr[-2000:])
+            assert "another process writes the ingest's tables" in refused.stderr, (second, refused.stderr[-2000:])
         time.sleep(random.Random().uniform(0.5, 3.0))  # somewhere inside a later micro-batch
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -95,6 +114,13 @@ def test_sigkill_mid_ingest_then_restart_counts_exactly_once(spark, broker, tmp_
         stop_process(proc)
     at_kill = events_in_table(spark, cfg.storage.tables_root)
     assert 0 < at_kill < 3000, f"the kill did not land mid-ingest ({at_kill} events were in)"
+    # the second writers changed nothing: no backfilled pair, no job
+    assert (
+        spark.read.format("delta")
+        .load(table_path(cfg.storage.tables_root, t.INTERACTIONS))
+        .where("user_id = 'u1'")
+        .isEmpty()
+    )
 
     done = subprocess.run(
         [sys.executable, "-m", "jobrec.streaming.cli", "--config", str(config), "ingest", "--once"],
