@@ -1,10 +1,13 @@
-"""Python clients for services: send click events, follow the recommendation lists.
+"""Python clients for services: send click events, follow the recommendation lists, ask the HTTP API.
 
     producer = ClickProducer(bootstrap_servers="127.0.0.1:9092")
     producer.send("user-17", "job-42", "apply")          # validated, event_id generated, acknowledged
     consumer = RecommendationsConsumer(bootstrap_servers="127.0.0.1:9092")
     consumer.poll()                                       # reads what is new on the compacted topic
     consumer.latest("user-17")                            # the newest list (or the list for new users), or None
+    api = ApiClient("http://127.0.0.1:8080", token="...")
+    api.similar_jobs("job-42", k=10)                      # schemas/similar_jobs.v1.json
+    api.recommend_session(["job-42", "job-7"])           # schemas/anonymous_recommendation.v1.json
 
 Retrying is safe: an event keeps its event_id across retries, and the pipeline drops repeated event_ids.
 """
@@ -14,6 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -165,3 +172,58 @@ class RecommendationsConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class ApiError(RuntimeError):
+    """The API answered with an error: `status` (404 unknown job, 400 bad request, 503 no model yet, ...) and
+    its message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
+
+
+class ApiClient:
+    """The HTTP API's read side for services: similar jobs and lists for anonymous visitors (stdlib HTTP)."""
+
+    def __init__(self, base_url: str, token: str = "", timeout_seconds: float = 10.0) -> None:
+        self.base_url, self.token, self.timeout_seconds = base_url.rstrip("/"), token, timeout_seconds
+
+    def similar_jobs(self, job_id: str, k: int = 10) -> dict[str, Any]:
+        """The k open jobs nearest to `job_id` (schemas/similar_jobs.v1.json); ApiError 404 if the serving
+        model does not know the job."""
+        path = f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}/similar?k={int(k)}"
+        return self._call("GET", path)
+
+    def recommend_session(
+        self,
+        job_ids: Sequence[str] = (),
+        events: Sequence[tuple[str, str]] | None = None,
+        k: int | None = None,
+    ) -> dict[str, Any]:
+        """A list for a visitor who is not signed in (schemas/anonymous_recommendation.v1.json): from the jobs
+        they touched (`job_ids`, each a click) or from (job_id, event_type) `events`; nothing is stored."""
+        body: dict[str, Any] = (
+            {"events": [{"job_id": job, "event_type": kind} for job, kind in events]}
+            if events is not None
+            else {"job_ids": list(job_ids)}
+        )
+        if k is not None:
+            body["k"] = k
+        return self._call("POST", "/v1/recommendations", json.dumps(body).encode())
+
+    def _call(self, method: str, path: str, body: bytes | None = None) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.base_url + path, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            payload = e.read()
+            try:
+                message = str(json.loads(payload).get("error", ""))
+            except (ValueError, AttributeError):
+                message = payload[:200].decode("utf-8", "replace")
+            raise ApiError(e.code, message) from None

@@ -12,6 +12,12 @@
 - POST /v1/jobs/events: job events (job event v1: posted, closed) to the jobs topic, the same way.
 - GET /v1/recommendations/{user_id}: the newest list from the compacted recommendations topic, followed by a
   background consumer; a user without a list gets the list for new users (key '*') once one was published.
+- GET /v1/jobs/{job_id}/similar?k=10: the k (1 to 100) open jobs nearest to a job by the cosine of the serving
+  model's job factors, the category cap applied (schemas/similar_jobs.v1.json); 404 for a job the model does not
+  know, 503 while no model is loaded (or none has passed the quality gate yet).
+- POST /v1/recommendations: a list for a visitor who is not signed in, from the jobs they touched in this session
+  (schemas/anonymous_request.v1.json), computed on the spot as the speed layer would for a user with that history
+  (schemas/anonymous_recommendation.v1.json); nothing is stored. Both read the snapshot of `serving_state`.
 - /healthz (the process lives); /readyz, answered at once from state that background threads keep: ready only if
   a Kafka metadata round trip answered within api.ready_timeout_seconds recently and the recommendations follower
   has caught up (the body says which part is not); /metrics (Prometheus text format).
@@ -27,6 +33,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import anyio
@@ -38,10 +45,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from jobrec.schemas.anonymous_request import MAX_K, AnonymousRequest, parse_anonymous_request, parse_k
 from jobrec.schemas.click_event import EventLimits, Rejection, parse_click_event
 from jobrec.schemas.job_event import parse_job_event
-from jobrec.schemas.recommendation import list_for_new_user
+from jobrec.schemas.recommendation import format_timestamp, list_for_new_user
 from jobrec.streaming.recommendations_reader import LatestLists
+from jobrec.streaming.serving_state import ServingSnapshot, ServingState, session_history
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +286,64 @@ async def send_acknowledged(producer: Any, topic: str, records: list[tuple[bytes
                 ack.exception()  # retrieved: a failure after the first one is not logged as never retrieved
 
 
-def create_app(settings: ApiSettings, producer: Any, lists: LatestLists, kafka: Readiness) -> FastAPI:
+# the length of a similar-jobs list when the request does not say
+DEFAULT_SIMILAR_K = 10
+
+
+def rejection_response(rejection: Rejection) -> JSONResponse:
+    """A 400 naming the field at fault, the code and the reason."""
+    return JSONResponse(
+        {"error": rejection.reason, "field": rejection.field, "code": rejection.code, "reason": rejection.reason},
+        status_code=400,
+    )
+
+
+def serving_unavailable(serving: ServingState | None, needs_factors: bool) -> JSONResponse | None:
+    """The 503 for a request that needs the serving model while there is none to answer with; None if there is."""
+    snapshot = serving.snapshot if serving is not None else None
+    if serving is None:
+        why = "this API serves no model (it was started without one)"
+    elif snapshot is None:
+        why = serving.detail
+    elif needs_factors and snapshot.unit is None:
+        why = "no model has passed the quality gate yet: similar jobs need a model's job factors"
+    else:
+        return None
+    return JSONResponse({"error": f"no serving model: {why}"}, status_code=503, headers={"Retry-After": "5"})
+
+
+def similar_jobs_message(snapshot: ServingSnapshot, job_id: str, k: int) -> dict[str, Any] | None:
+    """The similar_jobs.v1 answer for `job_id`, None if the model does not know the job."""
+    items = snapshot.similar_jobs(job_id, k)
+    if items is None:
+        return None
+    return {
+        "schema_version": 1,
+        "job_id": job_id,
+        "model_version": snapshot.model.model_version,
+        "generated_at": format_timestamp(datetime.now(timezone.utc)),
+        "items": items,
+    }
+
+
+def anonymous_message(snapshot: ServingSnapshot, serving: ServingState, request: AnonymousRequest) -> dict[str, Any]:
+    """The anonymous_recommendation.v1 answer for a session's events."""
+    history = session_history(request.events, serving.weights)
+    source, items = snapshot.session_list(history, request.k or serving.top_n)
+    return {
+        "schema_version": 1,
+        "model_version": snapshot.model.model_version,
+        "generated_at": format_timestamp(datetime.now(timezone.utc)),
+        "source": source,
+        "items": items,
+    }
+
+
+def create_app(
+    settings: ApiSettings, producer: Any, lists: LatestLists, kafka: Readiness, serving: ServingState | None = None
+) -> FastAPI:
+    """The API; `serving` (the serving model and catalog, kept by a thread) answers similar jobs and anonymous
+    lists (None: those routes answer 503)."""
     app = FastAPI(title="jobrec API", version="1")
     app.add_middleware(BearerAuth, token=settings.token)
     registry = CollectorRegistry()
@@ -421,6 +487,56 @@ def create_app(settings: ApiSettings, producer: Any, lists: LatestLists, kafka: 
         msg = lists.lists.get(user_id) or list_for_new_user(lists.lists, user_id)
         if msg is None:
             return JSONResponse({"error": f"no list for user {user_id[:200]!r}"}, status_code=404)
+        return JSONResponse(msg)
+
+    @app.get("/v1/jobs/{job_id}/similar")
+    async def get_similar_jobs(job_id: str, request: Request) -> Response:
+        """The open jobs nearest to `job_id` by the serving model's job factors (schemas/similar_jobs.v1.json)."""
+        raw_k = request.query_params.get("k")
+        k: int | Rejection = DEFAULT_SIMILAR_K
+        if raw_k is not None:
+            try:
+                k = parse_k(int(raw_k))
+            except ValueError:
+                k = Rejection("bad_type", f"k must be an integer from 1 to {MAX_K}", "k")
+        if isinstance(k, Rejection):
+            return rejection_response(k)
+        unavailable = serving_unavailable(serving, needs_factors=True)
+        if unavailable is not None:
+            return unavailable
+        assert serving is not None and serving.snapshot is not None
+        snapshot = serving.snapshot  # one snapshot for the whole answer: a swap meanwhile does not mix two
+        # a matrix-vector product and a selection over every job: off the event loop, which keeps serving others
+        msg = await anyio.to_thread.run_sync(similar_jobs_message, snapshot, job_id, k)
+        if msg is None:
+            return JSONResponse(
+                {
+                    "error": f"job {job_id[:200]!r} is not in the serving model {snapshot.model.model_version} "
+                    "(unknown, or posted since its retrain)"
+                },
+                status_code=404,
+            )
+        return JSONResponse(msg)
+
+    @app.post("/v1/recommendations")
+    async def post_anonymous_recommendations(request: Request) -> Response:
+        """A list for a visitor's session (schemas/anonymous_request.v1.json), computed on the spot."""
+        if body_format(request.headers.get("content-type")) != "json":
+            return JSONResponse(
+                {"error": f"unsupported Content-Type {request.headers.get('content-type')!r}: send application/json"},
+                status_code=415,
+            )
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        parsed = parse_anonymous_request(body, settings.max_body_bytes, settings.max_batch_events)
+        if isinstance(parsed, Rejection):
+            return rejection_response(parsed)
+        unavailable = serving_unavailable(serving, needs_factors=False)
+        if unavailable is not None:
+            return unavailable
+        assert serving is not None and serving.snapshot is not None
+        msg = await anyio.to_thread.run_sync(anonymous_message, serving.snapshot, serving, parsed)
         return JSONResponse(msg)
 
     @app.get("/healthz")

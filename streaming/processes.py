@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -34,6 +34,9 @@ from jobrec.streaming.job_events import start_job_events
 from jobrec.streaming.process_metrics import IngestMetrics, SpeedMetrics, serve_metrics
 from jobrec.streaming.producer import send_job_events
 from jobrec.streaming.speed import SpeedSettings, SpeedStats
+
+if TYPE_CHECKING:
+    from jobrec.streaming.serving_state import ServingState
 
 log = logging.getLogger(__name__)
 
@@ -377,12 +380,38 @@ def build_api(cfg: Config, bootstrap: str) -> tuple[Any, Callable[[], None]]:
         limits=event_limits(cfg),
     )
 
+    serving = build_serving_state(cfg, client).start()
+
     def stop() -> None:
+        serving.stop()
         lists.stop()
         kafka.stop()
         producer.close(timeout=5)
 
-    return create_app(settings, producer, lists, kafka), stop
+    return create_app(settings, producer, lists, kafka, serving), stop
+
+
+def build_serving_state(cfg: Config, client: dict[str, Any]) -> ServingState:
+    """The API's serving model and catalog (similar jobs, anonymous lists): read from the Delta tables without a
+    JVM, with the speed layer's model choice, checked every fold_in.model_check_seconds, and the job events of the
+    jobs topic applied as they come."""
+    from functools import partial
+
+    from jobrec.streaming import serving_tables
+    from jobrec.streaming.serving_state import ServingState, open_jobs_consumer
+
+    root, options = cfg.storage.tables_root, serving_tables.delta_storage_options(cfg.spark.extra)
+    return ServingState(
+        lambda current: serving_tables.read_serving_model(root, current, options),
+        partial(serving_tables.read_catalog_rows, root, options),
+        CatalogState(CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases), cfg.catalog.default_ttl_days),
+        partial(open_jobs_consumer, client, cfg.kafka.jobs_topic),
+        weights=cfg.ingest.weights,
+        top_n=cfg.publish.top_n,
+        max_per_category=cfg.publish.max_per_category,
+        check_seconds=cfg.fold_in.model_check_seconds,
+        limits=event_limits(cfg),
+    )
 
 
 def serve_api(cfg: Config, bootstrap: str, host: str, port: int) -> None:
