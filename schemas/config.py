@@ -296,6 +296,8 @@ class MetricsConfig:
     # 0: no endpoint
     ingest_port: Annotated[int, Field(ge=0, le=65535)]
     speed_port: Annotated[int, Field(ge=0, le=65535)]
+    # a Prometheus Pushgateway the retrain pushes its metrics to after each run ("": none)
+    pushgateway_url: Annotated[Text, Field(pattern=r"^(https?://[^\s/]+\S*)?$")]
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from jobrec.schemas.config import DATA_DIR_ENV, Config, ConfigError, load_config
@@ -219,8 +220,20 @@ def cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
     from jobrec.schemas import tables as t
 
     bootstrap = None if args.no_publish else _bootstrap(cfg)
+    run_started = [time.monotonic()]
+
+    def push(outcome: str, model: TrainedModel | None = None) -> None:
+        # each run's outcome to the Pushgateway (a scheduled Job exits before anything could scrape it)
+        if cfg.metrics.pushgateway_url:
+            from jobrec.streaming.process_metrics import push_retrain_metrics, retrain_registry
+
+            seconds = time.monotonic() - run_started[0]
+            push_retrain_metrics(cfg.metrics.pushgateway_url, retrain_registry(outcome, seconds, model))
+        run_started[0] = time.monotonic()
 
     def report(model: TrainedModel) -> None:
+        rejected, published = model.status == t.STATUS_REJECTED, bootstrap is not None
+        push("rejected" if rejected else "published" if published else "passed", model)
         size = f"{model.n_users:,} users x {model.n_jobs:,} jobs, {model.n_interactions:,} interactions"
         verdict = model.metrics.get("gate", "quality gate disabled")
         if model.status == t.STATUS_REJECTED:
@@ -238,12 +251,17 @@ def cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
             )
 
     def skipped(reason: str) -> None:
+        push("skipped")
         # exit 0: a scheduled retrain on a fresh installation has nothing to train yet, and that is no failure
         print(
             f"retrain skipped, nothing trained or published: {reason}. A serving model stays; the next run tries again"
         )
 
-    model = run_retrain(cfg, bootstrap, args.loop, report, skipped)
+    try:
+        model = run_retrain(cfg, bootstrap, args.loop, report, skipped)
+    except Exception:
+        push("failed")
+        raise
     return EXIT_REJECTED if model is not None and model.status == t.STATUS_REJECTED else 0
 
 

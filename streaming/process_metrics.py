@@ -6,7 +6,9 @@ prometheus_client's threaded HTTP server. What the on-call engineer asks of them
 - ingest: is it making progress (time of the last completed micro-batch), how far behind the topic's end is it,
   how many rows went where, and why records were rejected (dead letters by reason code);
 - speed: how fresh are the lists (broker receipt of a click -> its list acknowledged), how many lists of which
-  source, how far behind each owned partition is, and what was skipped (rejected, repeated, internal errors).
+  source, how far behind each owned partition is, and what was skipped (rejected, repeated, internal errors);
+- retrain (a Job that exits; its metrics go to a Pushgateway, `metrics.pushgateway_url`): when it last ran and
+  published, how long it took, what the gate decided, the candidate's and popularity's validation NDCG.
 """
 
 from __future__ import annotations
@@ -216,3 +218,75 @@ class _SpeedStatsCollector:
         jobs.add_metric(["rejected"], s.job_events_rejected)
         yield jobs
         yield CounterMetricFamily("jobrec_speed_polls", "polls that had click records", value=s.polls_with_records)
+
+
+# --- the retrain: a scheduled Job that exits, so its metrics are pushed, not scraped ----------------------------
+
+RETRAIN_JOB = "jobrec-retrain"
+# one of these per run: published (passed and its lists sent), passed (passed, --no-publish), rejected (the gate
+# kept the serving model), skipped (too little data), failed (an error ended the run)
+RETRAIN_OUTCOMES = ("published", "passed", "rejected", "skipped", "failed")
+
+
+def retrain_registry(outcome: str, seconds: float, model: Any = None, now: float | None = None) -> CollectorRegistry:
+    """The metrics of one retrain run. `model`: its TrainedModel (None when skipped or failed)."""
+    if outcome not in RETRAIN_OUTCOMES:
+        raise ValueError(f"unknown retrain outcome {outcome!r}: one of {RETRAIN_OUTCOMES}")
+    now = time.time() if now is None else now
+    registry = CollectorRegistry()
+    Gauge("jobrec_retrain_last_run_timestamp_seconds", "when the last retrain run ended", registry=registry).set(now)
+    Gauge("jobrec_retrain_duration_seconds", "how long the last retrain run took", registry=registry).set(seconds)
+    outcomes = Gauge(
+        "jobrec_retrain_outcome",
+        "1 for the outcome of the last retrain run, 0 for the others",
+        ["outcome"],
+        registry=registry,
+    )
+    for name in RETRAIN_OUTCOMES:
+        outcomes.labels(name).set(1 if name == outcome else 0)
+    if outcome == "published":
+        # pushed with POST (pushadd): a rejected or skipped run leaves the last publication's time as it was
+        Gauge(
+            "jobrec_retrain_last_published_timestamp_seconds",
+            "when a retrain last published a model",
+            registry=registry,
+        ).set(now)
+    if model is not None:
+        ndcg = Gauge(
+            "jobrec_retrain_validation_ndcg",
+            "validation NDCG@k of the last run's candidate model and of the popularity baseline",
+            ["model"],
+            registry=registry,
+        )
+        for name, key in (("candidate", "validation"), ("popularity", "popularity")):
+            value = (model.metrics.get(key) or {}).get("ndcg")
+            if value is not None:
+                ndcg.labels(name).set(value)
+        size = Gauge("jobrec_retrain_data", "what the last run's model was trained on", ["what"], registry=registry)
+        size.labels("users").set(model.n_users)
+        size.labels("jobs").set(model.n_jobs)
+        size.labels("interactions").set(model.n_interactions)
+    return registry
+
+
+# the retrain pod's namespace (the chart sets it from the downward API): pushed as a grouping label, so that the
+# dashboard's namespace filter finds the retrain's metrics on a Pushgateway shared by several installations
+NAMESPACE_ENV = "JOBREC_NAMESPACE"
+
+
+def push_retrain_metrics(url: str, registry: CollectorRegistry, timeout_seconds: float = 5.0) -> bool:
+    """Push to a Prometheus Pushgateway at `url` (Prometheus scrapes it with honor_labels); a failure is logged,
+    never raised: the metrics must not fail a retrain that worked."""
+    import os
+
+    from prometheus_client import pushadd_to_gateway
+
+    namespace = os.environ.get(NAMESPACE_ENV, "")
+    grouping = {"namespace": namespace} if namespace else {}
+    try:
+        pushadd_to_gateway(url, job=RETRAIN_JOB, registry=registry, grouping_key=grouping, timeout=timeout_seconds)
+    except Exception as e:  # noqa: BLE001 - unreachable gateway, refused push: say so and go on
+        log.warning("could not push the retrain's metrics to %s: %s", url, e)
+        return False
+    log.info("retrain metrics pushed to %s", url)
+    return True

@@ -8,6 +8,7 @@ import asyncio
 import copy
 import json
 import subprocess
+from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobrec.schemas.click_event import EventLimits
 from jobrec.streaming.http_api import ApiSettings, create_app
-from jobrec.streaming.process_metrics import IngestMetrics, SpeedMetrics
+from jobrec.streaming.process_metrics import IngestMetrics, SpeedMetrics, retrain_registry
 from jobrec.streaming.recommendations_reader import LatestLists
 from jobrec.streaming.speed import SpeedStats
 from tests.deploy.dashboard import DASHBOARD, dashboard_queries, exposed_names, metric_names
@@ -160,8 +161,14 @@ def api_families() -> list[tuple[str, str]]:
 
 
 def code_metric_names() -> set[str]:
-    """Every sample name the code's registries can expose: the ingest's, the speed layer's and the API's."""
-    families = [(f.name, f.type) for m in (IngestMetrics(), SpeedMetrics(SpeedStats())) for f in m.registry.collect()]
+    """Every sample name the code's registries can expose: the ingest's, the speed layer's, the API's and what a
+    retrain pushes (a published run with a model: every family it can push)."""
+    registries = [m.registry for m in (IngestMetrics(), SpeedMetrics(SpeedStats()))]
+    model = SimpleNamespace(
+        metrics={"validation": {"ndcg": 0.5}, "popularity": {"ndcg": 0.25}}, n_users=1, n_jobs=1, n_interactions=1
+    )
+    registries.append(retrain_registry("published", 1.0, model))
+    families = [(f.name, f.type) for registry in registries for f in registry.collect()]
     return exposed_names(families + api_families())
 
 
@@ -187,6 +194,11 @@ def test_every_dashboard_query_selects_metrics_the_code_defines() -> None:
         "jobrec_speed_internal_errors_total",
         "jobrec_events_accepted_total",
         "jobrec_kafka_ack_seconds_bucket",
+        "jobrec_http_requests_total",
+        "jobrec_retrain_last_published_timestamp_seconds",
+        "jobrec_retrain_outcome",
+        "jobrec_retrain_validation_ndcg",
+        "jobrec_retrain_duration_seconds",
     ):
         assert name in selected, name
 

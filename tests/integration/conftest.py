@@ -143,3 +143,53 @@ def running_speed_layer(
     finally:
         stop.set()
         worker.join(60)
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian's, installed by deploy/local/install_prometheus.sh) on 127.0.0.1 and a
+    free port; yields its base URL. Tests read what was pushed from its /metrics."""
+    import subprocess
+    import urllib.request
+
+    subprocess.run([str(REPO / "deploy" / "local" / "install_prometheus.sh")], check=True)
+    folder = tmp_path_factory.mktemp("pushgateway")
+    port = free_port()
+    log = (folder / "pushgateway.log").open("w")
+    process = subprocess.Popen(
+        ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, (folder / "pushgateway.log").read_text()
+            try:
+                with urllib.request.urlopen(base + "/-/ready", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the pushgateway did not get ready"
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+def pushed_samples(base: str, job: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """What the pushgateway holds for `job`: (sample name, its labels but job and instance, sorted) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("job", "instance")))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("job") == job
+    }

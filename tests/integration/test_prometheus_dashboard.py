@@ -18,13 +18,20 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
 from jobrec.streaming.local.embedded_kafka import free_port
-from jobrec.streaming.process_metrics import IngestMetrics, SpeedMetrics, serve_metrics
+from jobrec.streaming.process_metrics import (
+    IngestMetrics,
+    SpeedMetrics,
+    push_retrain_metrics,
+    retrain_registry,
+    serve_metrics,
+)
 from jobrec.streaming.processes import build_api
 from jobrec.streaming.producer import encode_event, make_click_event
 from jobrec.streaming.speed import SpeedStats
@@ -61,7 +68,13 @@ def prometheus(folder: Path, targets: dict[str, str]) -> Iterator[str]:
             {
                 "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
                 "scrape_configs": [
-                    {"job_name": job, "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}
+                    {
+                        "job_name": job,
+                        "metrics_path": "/metrics",
+                        "static_configs": [{"targets": [target]}],
+                        # a Pushgateway is scraped keeping the pushed labels (job, namespace), as its docs say
+                        **({"honor_labels": True} if job == "pushgateway" else {}),
+                    }
                     for job, target in targets.items()
                 ],
             }
@@ -134,9 +147,14 @@ def post(base: str, events: list[bytes]) -> int:
 
 
 def test_prometheus_scrapes_the_endpoints_and_answers_every_dashboard_query(
-    installed: None, pipeline, tmp_path: Path
+    installed: None, pipeline, pushgateway: str, tmp_path: Path
 ) -> None:
     cfg, _path = pipeline
+    # a retrain run's metrics, pushed as `jobrec retrain` pushes them: published, 42 s, NDCG 0.4 against 0.3
+    model = SimpleNamespace(
+        metrics={"validation": {"ndcg": 0.4}, "popularity": {"ndcg": 0.3}}, n_users=9, n_jobs=4, n_interactions=30
+    )
+    assert push_retrain_metrics(pushgateway, retrain_registry("published", 42.0, model))
     ingest = IngestMetrics()
     stats = SpeedStats()
     speed = SpeedMetrics(stats)
@@ -155,11 +173,12 @@ def test_prometheus_scrapes_the_endpoints_and_answers_every_dashboard_query(
                 "ingest": f"127.0.0.1:{servers[0].server_port}",
                 "speed": f"127.0.0.1:{servers[1].server_port}",
                 "api": api.removeprefix("http://"),
+                "pushgateway": pushgateway.removeprefix("http://"),
             }
             with prometheus(tmp_path, targets) as prom:
                 wait_for(
                     lambda: (
-                        len(values(prom, "up == 1")) == 3
+                        len(values(prom, "up == 1")) == 4
                         and values(prom, "jobrec_ingest_dead_letters_total")
                         and values(prom, "jobrec_speed_lists_total")
                     ),
@@ -230,7 +249,7 @@ def feed_known_values(ingest: IngestMetrics, stats: SpeedStats, speed: SpeedMetr
 
 
 def check_exact_answers(prom: str) -> None:
-    at = {job: one(prom, f'timestamp(up{{job="{job}"}})') for job in ("ingest", "speed")}
+    at = {job: one(prom, f'timestamp(up{{job="{job}"}})') for job in ("ingest", "speed", "pushgateway")}
 
     def panel(title: str, job: str, index: int = 0) -> dict[str, float]:
         """A panel's query at the time of its job's last scrape: legend label (or "") -> value."""
@@ -264,6 +283,11 @@ def check_exact_answers(prom: str) -> None:
         {"rejected": 4 / RANGE_SECONDS, "repeated": 6 / RANGE_SECONDS}
     )
     assert panel("Speed instances", "speed") == {"": 1.0}
+    # the retrain, through the Pushgateway
+    assert panel("Last retrain outcome", "pushgateway") == {"published": 1.0}
+    assert panel("Validation NDCG@k: candidate and popularity", "pushgateway") == {"candidate": 0.4, "popularity": 0.3}
+    assert panel("Last retrain duration", "pushgateway") == {"": 42.0}
+    assert 0 <= panel("Time since the last published model", "pushgateway")[""] < 60
     # the API: totals (its labelled counters appear at their first event, so a rate would miss that one)
     assert values(prom, "sum by (kind) (jobrec_events_accepted_total)") == {(("kind", "click"),): 3.0}
     assert one(prom, "sum(jobrec_events_rejected_total)") == 2

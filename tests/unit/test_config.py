@@ -137,6 +137,8 @@ def test_out_of_range_values_fail_with_the_key_and_the_rule(override: dict, mess
         ("fold_in", "session_timeout_seconds", 3),
         ("fold_in", "replay_seconds", -1),
         ("fold_in", "consumer_group", ""),
+        ("metrics", "pushgateway_url", "pushgateway:9091"),
+        ("metrics", "pushgateway_url", "http:// spaced"),
     ],
 )
 def test_bad_values_fail_naming_their_key(section: str, key: str, value: Any) -> None:

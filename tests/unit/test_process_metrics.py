@@ -116,3 +116,51 @@ def test_speed_metrics_read_the_stats_at_scrape_time_and_time_each_click_to_its_
     # the counters follow the stats without another call
     stats.events += 5
     assert scraped(m.registry)[("jobrec_speed_click_records_total", (("outcome", "applied"),))] == 45
+
+
+def _samples(registry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in registry.collect() for s in family.samples}
+
+
+def test_a_retrain_run_is_one_outcome_with_its_gate_metrics() -> None:
+    from types import SimpleNamespace
+
+    from jobrec.streaming.process_metrics import retrain_registry
+
+    model = SimpleNamespace(
+        metrics={"validation": {"ndcg": 0.31}, "popularity": {"ndcg": None}}, n_users=7, n_jobs=5, n_interactions=20
+    )
+    samples = _samples(retrain_registry("rejected", 12.5, model, now=1000.0))
+    assert samples == {
+        ("jobrec_retrain_last_run_timestamp_seconds", ()): 1000.0,
+        ("jobrec_retrain_duration_seconds", ()): 12.5,
+        ("jobrec_retrain_outcome", (("outcome", "published"),)): 0,
+        ("jobrec_retrain_outcome", (("outcome", "passed"),)): 0,
+        ("jobrec_retrain_outcome", (("outcome", "rejected"),)): 1,
+        ("jobrec_retrain_outcome", (("outcome", "skipped"),)): 0,
+        ("jobrec_retrain_outcome", (("outcome", "failed"),)): 0,
+        # an undefined NDCG (no validation user) is left out, not pushed as 0
+        ("jobrec_retrain_validation_ndcg", (("model", "candidate"),)): 0.31,
+        ("jobrec_retrain_data", (("what", "users"),)): 7,
+        ("jobrec_retrain_data", (("what", "jobs"),)): 5,
+        ("jobrec_retrain_data", (("what", "interactions"),)): 20,
+    }
+    published = _samples(retrain_registry("published", 3.0, model, now=2000.0))
+    assert published[("jobrec_retrain_last_published_timestamp_seconds", ())] == 2000.0
+    skipped = _samples(retrain_registry("skipped", 1.0))
+    assert {name for name, _ in skipped} == {
+        "jobrec_retrain_last_run_timestamp_seconds",
+        "jobrec_retrain_duration_seconds",
+        "jobrec_retrain_outcome",
+    }
+    with pytest.raises(ValueError, match="unknown retrain outcome 'won'"):
+        retrain_registry("won", 1.0)
+
+
+def test_an_unreachable_pushgateway_is_logged_and_does_not_fail_the_retrain(caplog: pytest.LogCaptureFixture) -> None:
+    from jobrec.streaming.local.embedded_kafka import free_port
+    from jobrec.streaming.process_metrics import push_retrain_metrics, retrain_registry
+
+    url = f"http://127.0.0.1:{free_port()}"
+    assert push_retrain_metrics(url, retrain_registry("failed", 1.0), timeout_seconds=2) is False
+    assert f"could not push the retrain's metrics to {url}" in caplog.text
