@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobrec.batch.core.similar import similar_items, unit_rows
+from jobrec.batch.core.similar import capped_capacity, similar_items, unit_rows
 from jobrec.batch.core.top_n import NO_CATEGORY
 
 GROUPS, PER_GROUP, RANK = 4, 5, 8
@@ -80,3 +80,30 @@ def test_a_zero_factor_has_cosine_zero_with_everything() -> None:
     assert np.allclose(unit[1], 0.0)
     best, scores = similar_items(unit, 0, 2)
     assert best.tolist() == [2, 1] and scores[1] == 0.0
+
+
+def test_a_k_beyond_what_the_cap_allows_is_every_job_the_cap_lets_through() -> None:
+    y = planted_factors()
+    unit = unit_rows(y)
+    # two categories over the 20 jobs, one job without: a cap of 2 lets at most 2 + 2 + 1 through
+    categories = np.arange(GROUPS * PER_GROUP) % 2
+    categories[19] = NO_CATEGORY
+    allowed = np.ones(GROUPS * PER_GROUP, dtype=bool)
+    allowed[0] = False
+    assert capped_capacity(allowed, categories, 2) == 5 and capped_capacity(allowed, None, 0) == 19
+    best, _ = similar_items(unit, 0, 100, None, categories, 2)
+    # the greedy walk down the whole cosine order, written plainly
+    order = sorted(range(1, 20), key=lambda j: (-float(unit[0] @ unit[j]), j))
+    taken: list[int] = []
+    for j in order:
+        if categories[j] == NO_CATEGORY or sum(categories[t] == categories[j] for t in taken) < 2:
+            taken.append(j)
+    assert best.tolist() == taken
+
+
+def test_float32_ranking_with_the_cosines_recomputed_in_float64() -> None:
+    y = planted_factors()
+    best, scores = similar_items(unit_rows(y, np.float32), 7, 6, factors=y)
+    assert best.tolist() == similar_items(unit_rows(y), 7, 6)[0].tolist()
+    for j, s in zip(best.tolist(), scores.tolist(), strict=True):
+        assert abs(s - y[7] @ y[j] / (np.linalg.norm(y[7]) * np.linalg.norm(y[j]))) < 1e-12
