@@ -429,6 +429,10 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
         from jobrec.streaming.bench.freshness import run_freshness
 
         return run_freshness(cfg, _seed_dir(args.seed_dir), args.rate, args.seconds, args.json, args.processes)
+    if args.what == "api" and args.mode == "similar":
+        from jobrec.streaming.bench.api_serving import run_api_serving_bench
+
+        return run_api_serving_bench(cfg, args.seconds, args.concurrency, args.model_jobs, args.rank, args.json)
     if args.what == "api":
         from jobrec.streaming.bench.api import run_api_bench
 
@@ -642,6 +646,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="freshness, api: one line of JSON")
     b.add_argument("--concurrency", type=int, default=8, help="api: keep-alive connections sending at once")
     b.add_argument("--batch-size", type=int, default=50, help="api: events per request (batch 1 always runs too)")
+    b.add_argument(
+        "--mode",
+        choices=["events", "similar"],
+        default="events",
+        help="api: events = POST /v1/events (the ingest); similar = GET /v1/jobs/ID/similar and POST "
+        "/v1/recommendations (anonymous lists) against a synthetic model",
+    )
+    b.add_argument(
+        "--model-jobs", type=_positive_int, default=100_000, help="api --mode similar: jobs of the synthetic model"
+    )
+    b.add_argument("--rank", type=_positive_int, default=32, help="api --mode similar: factors per job")
     b.add_argument("--events", type=int, default=100_000, help="events for the ingest benchmark")
     b.add_argument("--seed-dir", default=SEED_DIR, help="folder with job_clicks.csv")
     b.add_argument("--pairs", type=int, default=2_000_000, help="engines: (user, job) pairs of the synthetic file")

@@ -51,6 +51,10 @@ USERS, JOBS = 5000, 9000
 TOKEN_ENV = "JOBREC_BENCH_API_TOKEN"
 
 
+# a request of a worker: (method, path, body or None)
+RequestMaker = Callable[[], tuple[str, str, bytes | None]]
+
+
 def _say(msg: str) -> None:
     # progress on stderr: stdout carries only the result (one line of JSON with as_json)
     print(f"bench api: {msg}", file=sys.stderr, flush=True)
@@ -95,16 +99,21 @@ def _worker(
     window: tuple[float, float],
     samples: list[tuple[float, float, str, int]],
     ids: list[str],
+    next_request: RequestMaker | None = None,
 ) -> None:
     """POST the bodies `next_body` makes (GET without) back to back until the window ends; one sample per
     request started inside the window: (end time, latency s, status, events accepted). Accepted event_ids of
-    every request, warm-up included, go to `ids`."""
+    every request, warm-up included, go to `ids`. With `next_request` each request is the (method, path, body)
+    it makes instead, and no events are counted."""
     start, end = window
     method = "POST" if next_body else "GET"
     conn = http.client.HTTPConnection(HOST, port, timeout=60)
     try:
         while time.perf_counter() < end:
-            body = next_body() if next_body else None
+            if next_request is not None:
+                method, path, body = next_request()
+            else:
+                body = next_body() if next_body else None
             t0 = time.perf_counter()  # the round trip only, not building the body
             try:
                 conn.request(method, path, body=body, headers=headers)
@@ -115,7 +124,7 @@ def _worker(
                 conn.close()  # the next request opens a new connection
             t1 = time.perf_counter()
             accepted = 0
-            if status == "200" and body is not None:
+            if status == "200" and body is not None and next_request is None:
                 got = [r["event_id"] for r in json.loads(payload)["results"] if r["status"] == "accepted"]
                 ids.extend(got)
                 accepted = len(got)
@@ -133,9 +142,11 @@ def _drive(
     batch_size: int,
     seconds: float,
     pids: dict[str, int],
+    requests: Callable[[int], RequestMaker] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Run `concurrency` workers on `path` (POST with events when batch_size > 0, else GET) for a warm-up and
-    `seconds`; returns (figures, accepted event_ids)."""
+    `seconds`; returns (figures, accepted event_ids). `requests` (worker -> its request maker) sends other
+    requests than `path`'s."""
     start = time.perf_counter() + WARMUP_S
     end = start + seconds
     samples: list[list[tuple[float, float, str, int]]] = [[] for _ in range(concurrency)]
@@ -143,7 +154,9 @@ def _drive(
     makers = [_body_maker(w, batch_size, f"b{batch_size}") if batch_size else None for w in range(concurrency)]
     threads = [
         threading.Thread(
-            target=_worker, args=(port, headers, path, makers[w], (start, end), samples[w], ids[w]), daemon=True
+            target=_worker,
+            args=(port, headers, path, makers[w], (start, end), samples[w], ids[w], requests(w) if requests else None),
+            daemon=True,
         )
         for w in range(concurrency)
     ]

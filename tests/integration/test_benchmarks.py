@@ -121,6 +121,28 @@ def test_bench_api_accepts_and_delivers(tiny: tuple[Path, Path]) -> None:
     assert all(run["events_per_s"] > 0 for run in figures["runs"])
 
 
+def test_bench_api_similar_answers_from_a_synthetic_model(tiny: tuple[Path, Path]) -> None:
+    _, config = tiny
+    figures = _bench(
+        config,
+        "api",
+        "--mode",
+        "similar",
+        "--seconds",
+        "1",
+        "--concurrency",
+        "2",
+        "--model-jobs",
+        "300",
+        "--rank",
+        "4",
+        "--json",
+    )
+    for name in ("similar", "anonymous"):
+        assert figures[name]["answered"] > 0 and not figures[name]["errors"], figures[name]
+        assert figures[name]["p99_vs_healthz_p99_ratio"] > 0
+
+
 def test_bench_category_cap_measures_every_cap(tiny: tuple[Path, Path]) -> None:
     seed, config = tiny
     done = subprocess.run(
