@@ -15,6 +15,7 @@ JOB_FACTORS = "job_factors"
 MODELS = "models"
 RECOMMENDATIONS = "recommendations"
 JOBS = "jobs"
+ONLINE_EVALUATION = "online_evaluation"
 
 # columns
 EVENT_ID = "event_id"
@@ -58,6 +59,13 @@ EXPIRES_AT = "expires_at"
 UPDATED_AT = "updated_at"
 CATEGORY_AT = "category_at"
 ACTION = "action"
+WINDOW_HOURS = "window_hours"
+JOB_IDS = "job_ids"
+SHOWN_UNTIL = "shown_until"
+OUTCOME = "outcome"
+HIT_RANK = "hit_rank"
+HIT_JOB_ID = "hit_job_id"
+EVALUATED_AT = "evaluated_at"
 
 
 def count_column(event_type: str) -> str:
@@ -110,6 +118,17 @@ JOBS_DDL = (
     f"{CATEGORY_AT} TIMESTAMP, {EVENT_ID} STRING"
 )
 
+# one row per list served to a user and evaluation window (`jobrec evaluate --online`): the list's jobs best first
+# (rank = position + 1), the end of the span it counted as shown, and the outcome: hit (the user interacted with a
+# listed job within the span; hit_rank the best rank among those jobs, hit_job_id the job there), miss, or pending
+# (the span has not closed yet). generated_at is the message's, to the millisecond
+ONLINE_EVALUATION_DDL = (
+    f"{USER_ID} STRING NOT NULL, {GENERATED_AT} TIMESTAMP NOT NULL, {SOURCE} STRING NOT NULL, "
+    f"{WINDOW_HOURS} DOUBLE NOT NULL, {MODEL_VERSION} STRING, {JOB_IDS} ARRAY<STRING> NOT NULL, "
+    f"{SHOWN_UNTIL} TIMESTAMP NOT NULL, {OUTCOME} STRING NOT NULL, {HIT_RANK} INT, {HIT_JOB_ID} STRING, "
+    f"{EVALUATED_AT} TIMESTAMP NOT NULL"
+)
+
 TABLE_DDL: dict[str, str] = {
     EVENTS: EVENTS_DDL,
     DEAD_LETTERS: DEAD_LETTERS_DDL,
@@ -119,6 +138,7 @@ TABLE_DDL: dict[str, str] = {
     MODELS: MODELS_DDL,
     RECOMMENDATIONS: RECOMMENDATIONS_DDL,
     JOBS: JOBS_DDL,
+    ONLINE_EVALUATION: ONLINE_EVALUATION_DDL,
 }
 
 # factor tables keep every model version; reading one version should touch only its files
@@ -139,3 +159,8 @@ JOB_CLOSED = "closed"
 SOURCE_BATCH = "batch"
 SOURCE_FOLD_IN = "fold-in"
 SOURCE_FALLBACK = "fallback"
+
+# outcomes of a served list in the online_evaluation table
+OUTCOME_HIT = "hit"
+OUTCOME_MISS = "miss"
+OUTCOME_PENDING = "pending"
