@@ -98,7 +98,10 @@ def test_the_shared_data_claim_is_kept_and_read_write_once_keeps_its_pods_on_one
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
     pods = pods_by_component(render(sets=API_ON))
     users = {n for n, p in pods.items() if any(v.get("persistentVolumeClaim") for v in p["spec"]["volumes"])}
-    assert users == {"ingest", "speed", "retrain"}  # the API reads no table
+    # the API reads the serving model and the catalog (similar jobs, anonymous lists), read-only
+    assert users == {"ingest", "speed", "retrain", "api"}
+    [api_mount] = [m for m in pods["api"]["spec"]["containers"][0]["volumeMounts"] if m["name"] == "data"]
+    assert api_mount["readOnly"] is True
     for name in users:
         [term] = pods[name]["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert term["topologyKey"] == "kubernetes.io/hostname"
@@ -211,7 +214,7 @@ def test_network_policies_are_off_by_default_and_cover_every_pod_when_on() -> No
                 assert p["port"] in ports, (name, p)
         egress = {p["port"] for rule in spec["egress"] for p in rule["ports"]}
         assert {53, 9093} <= egress, name  # DNS and the brokers of config.kafka.bootstrap_servers
-        assert (443 in egress) == (name != "api"), name  # object storage, not for the API
+        assert 443 in egress, name  # object storage (the API reads the serving model from it)
         assert (6443 in egress) == (name in ("ingest", "retrain")), name  # the API server: drivers only
     metrics = [r for r in policies["speed"]["ingress"] if r["ports"][0]["port"] == "metrics"]
     monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
@@ -238,7 +241,8 @@ def test_each_pod_gets_only_the_secret_entries_it_uses() -> None:
         "ingest": kafka | s3,
         "speed": kafka | s3,
         "retrain": kafka | s3,
-        "api": kafka | {"JOBREC_API_TOKEN"},  # it produces to Kafka and reads lists from it; no table
+        # it produces to Kafka, reads lists from it, and reads the serving model from the tables
+        "api": kafka | s3 | {"JOBREC_API_TOKEN"},
         "api-test": {"JOBREC_API_TOKEN"},
         "executor": s3,  # Kafka options reach executors inside the query plan
     }

@@ -97,7 +97,7 @@ uses (a list of "kafka", "s3", "apiToken"). S3 credentials only when a storage p
 
 {{/* The components whose pods mount the shared data volume: those that read or write the tables. */}}
 {{- define "jobrec.usesData" -}}
-{{- if and .root.Values.persistence.enabled (has .component (list "ingest" "speed" "retrain")) }}true{{ end -}}
+{{- if and .root.Values.persistence.enabled (has .component (list "ingest" "speed" "retrain" "api")) }}true{{ end -}}
 {{- end -}}
 
 {{/* Whether the data volume is ReadWriteOnce, so every pod that mounts it must run on one node: "true" or "". */}}
@@ -283,6 +283,10 @@ volumes:
 {{- if include "jobrec.usesData" . }}
 - name: data
   mountPath: /data
+  {{- if eq .component "api" }}
+  # the API reads the serving model and the catalog (similar jobs, anonymous lists) and writes nothing
+  readOnly: true
+  {{- end }}
 {{- end }}
 {{- if and (eq .component "ingest") (include "jobrec.ingestCheckpointVolume" .root) }}
 # the ingest's own ReadWriteOncePod claim (volumeClaimTemplates), over the data volume if it is beneath /data
