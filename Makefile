@@ -21,9 +21,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-setup: $(VENV)/.installed  ## venv + Python packages, Kafka and Spark jars from Maven Central, native BLAS, helm
+setup: $(VENV)/.installed  ## venv + Python packages, Kafka, Spark and S3 jars and S3Proxy from Maven Central, native BLAS, helm
 	@deploy/local/resolve_jars.sh deploy/jars/kafka-broker.pom.xml $(JARS)/kafka
 	@deploy/local/resolve_jars.sh deploy/jars/spark-extras.pom.xml $(JARS)/spark $(PYSPARK_JARS)
+# s3a:// storage (hadoop-aws, the AWS SDK bundle, the rename-free checkpoint manager) and a local S3 server
+	@deploy/local/resolve_jars.sh deploy/jars/object-store.pom.xml $(JARS)/s3 $(PYSPARK_JARS)
+	@deploy/local/fetch_s3proxy.sh >/dev/null
 	@deploy/local/install_native_blas.sh
 	@deploy/local/install_helm.sh .cache/bin
 

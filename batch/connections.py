@@ -200,6 +200,24 @@ def cluster_on_loopback(master: str) -> bool:
     return True
 
 
+# Spark's default checkpoint manager writes each checkpoint file (offsets, commits, state) to a temporary name and
+# renames it into place. On S3 a rename is a copy and a delete: the object is sent twice, and a process killed
+# between the two leaves the temporary object behind. The abortable-stream manager writes the file under its final
+# name: S3A uploads it on close() (one PUT, or a multipart upload completed then), so it appears whole or not at all,
+# and cancel() aborts the upload; the all-or-nothing a rename gives on a real file system. The class comes from
+# spark-hadoop-cloud (deploy/jars/object-store.pom.xml).
+CHECKPOINT_MANAGER_KEY = "spark.sql.streaming.checkpointFileManagerClass"
+ABORTABLE_CHECKPOINT_MANAGER = "org.apache.spark.internal.io.cloud.AbortableStreamBasedCheckpointFileManager"
+
+
+def checkpoint_manager_settings(checkpoints_root: str) -> dict[str, str]:
+    """Spark settings for the streaming checkpoints under `checkpoints_root`: the rename-free manager on S3 (s3a://),
+    nothing (Spark's rename-based default, atomic there) on a local or other file system."""
+    if urlparse(checkpoints_root).scheme.lower() == "s3a":
+        return {CHECKPOINT_MANAGER_KEY: ABORTABLE_CHECKPOINT_MANAGER}
+    return {}
+
+
 def build_spark_session(cfg: Config, app_name: str) -> SparkSession:
     """A SparkSession with Delta and the Kafka connector from the local jar cache.
 
@@ -243,7 +261,8 @@ def build_spark_session(cfg: Config, app_name: str) -> SparkSession:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
     )
     log_options = jvm_log_options(cfg.spark.log_level, logging.getLogger(JVM_LOGGER).isEnabledFor(logging.DEBUG))
-    extra = dict(cfg.spark.extra)
+    # the config's own spark.extra comes last: a checkpoint manager it names wins
+    extra = {**checkpoint_manager_settings(cfg.storage.checkpoints_root), **cfg.spark.extra}
     for key in _JAVA_OPTIONS:
         # the config's own Java options come after ours: a -D of its own (another log4j2 file) wins
         builder = builder.config(key, f"{log_options} {extra.pop(key, '')}".strip())
