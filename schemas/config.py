@@ -300,6 +300,22 @@ class MetricsConfig:
     pushgateway_url: Annotated[Text, Field(pattern=r"^(https?://[^\s/]+\S*)?$")]
 
 
+def _event_types(value: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [v for v in value if v not in EVENT_TYPES]
+    if unknown or not value:
+        raise _fail(f"needs one or more of {', '.join(EVENT_TYPES)} (got {', '.join(value) or 'none'})")
+    return value
+
+
+@dataclass(frozen=True, config=_STRICT)
+class OnlineEvaluationConfig:
+    window_hours: Annotated[float, Field(gt=0)]
+    event_types: Annotated[TextList, AfterValidator(_event_types)]
+    lateness_minutes: Annotated[float, Field(ge=0)]
+    days: Annotated[float, Field(gt=0)]
+    bucket_hours: Annotated[float, Field(gt=0)]
+
+
 @dataclass(frozen=True, config=_STRICT)
 class Config:
     kafka: Annotated[KafkaConfig, _section(KafkaConfig)]
@@ -315,6 +331,7 @@ class Config:
     api: Annotated[ApiConfig, _section(ApiConfig)]
     catalog: Annotated[CatalogConfig, _section(CatalogConfig)]
     metrics: Annotated[MetricsConfig, _section(MetricsConfig)]
+    online_evaluation: Annotated[OnlineEvaluationConfig, _section(OnlineEvaluationConfig)]
 
 
 # --- pydantic's errors in our words ------------------------------------------------------------------------------
