@@ -7,7 +7,8 @@ single writing process:
 
 - the ingest (`jobrec ingest`, and the bootstrap commands `jobrec load` and `jobrec jobs load`, which refuse while
   an ingest runs) writes events, dead_letters, interactions and jobs;
-- the retrain (`jobrec retrain`, `jobrec publish`) writes models, the factors and recommendations.
+- the retrain (`jobrec retrain`, `jobrec publish`) writes models, the factors and recommendations;
+- the online evaluation (`jobrec evaluate --online`) writes online_evaluation.
 
 Every other process only reads, and readers never create a table (`delta_tables.read_delta_table`).
 
@@ -16,7 +17,7 @@ writes: a second one refuses to start and names the holder. The kernel drops the
 by SIGKILL, so a crashed writer never blocks its successor. flock needs a file system shared by the writers (a
 local disk, or the chart's volume); on object storage there is none, and one writer is kept by the deployment: the
 chart runs the ingest as a one-replica StatefulSet with a ReadWriteOncePod claim and the retrain as a CronJob with
-`concurrencyPolicy: Forbid`.
+`concurrencyPolicy: Forbid` (as a scheduled `jobrec evaluate --online` needs too).
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from jobrec.schemas import tables as t
 
 log = logging.getLogger(__name__)
 
-INGEST, RETRAIN = "ingest", "retrain"
+INGEST, RETRAIN, EVALUATE = "ingest", "retrain", "evaluate"
 
 TABLES_WRITTEN_BY: dict[str, tuple[str, ...]] = {
     INGEST: (t.EVENTS, t.DEAD_LETTERS, t.INTERACTIONS, t.JOBS),
     RETRAIN: (t.MODELS, t.USER_FACTORS, t.JOB_FACTORS, t.RECOMMENDATIONS),
+    # its own lock: an evaluation reads the others' tables while they write, and never waits for a retrain
+    EVALUATE: (t.ONLINE_EVALUATION,),
 }
 
 LOCKS_FOLDER = "_writers"

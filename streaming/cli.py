@@ -339,9 +339,11 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
+    if args.online:
+        return _evaluate_online(cfg, args)
     from jobrec.batch.processes import run_evaluate
 
-    out = Path(args.out)
+    out = Path(args.out or "reports/evaluation")
     result = run_evaluate(
         cfg,
         args.interactions,
@@ -357,6 +359,26 @@ def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
     print(
         f"test NDCG@10: ALS {r10['model']['ndcg']:.4f}, popularity {r10['popularity']['ndcg']:.4f}; "
         f"parameters {result['params']}; report {out / 'report.md'}"
+    )
+    return 0
+
+
+def _evaluate_online(cfg: Config, args: argparse.Namespace) -> int:
+    from jobrec.batch.core.online_eval import format_counts_table
+    from jobrec.batch.online_evaluation import run_online_evaluation
+
+    out = Path(args.out or "reports/online-evaluation")
+    run, report, path = run_online_evaluation(cfg, _bootstrap(cfg), out, args.window_hours)
+    if cfg.metrics.pushgateway_url:
+        from jobrec.streaming.process_metrics import online_evaluation_registry, push_online_evaluation_metrics
+
+        push_online_evaluation_metrics(cfg.metrics.pushgateway_url, online_evaluation_registry(report))
+    print(format_counts_table(report.per_source, per_model_version=False))
+    print()
+    print(format_counts_table(report.per_model_version))
+    print(
+        f"\n{run.decided} list(s) decided by this run, {run.pending} pending (events taken as complete to "
+        f"{run.as_of.isoformat(timespec='seconds')}); report {path}"
     )
     return 0
 
@@ -591,10 +613,28 @@ def build_parser() -> argparse.ArgumentParser:
     o.set_defaults(func=cmd_offline)
 
     ev = sub.add_parser(
-        "evaluate", help="ranking metrics on a held-out split, beside popularity; Markdown + PNG report"
+        "evaluate",
+        help="ranking metrics on a held-out split, beside popularity; with --online, how served lists fared "
+        "(hit rate, MRR per source and model version); Markdown + PNG report",
+    )
+    ev.add_argument(
+        "--online",
+        action="store_true",
+        help="evaluate the lists served (recommendations topic and table) against the events table's interactions "
+        "into the online_evaluation table, and report the period's hit rates; the options below --window-hours "
+        "are for the offline evaluation",
+    )
+    ev.add_argument(
+        "--window-hours",
+        type=_positive_float,
+        help="--online: a list counts as shown for at most this many hours (default online_evaluation.window_hours)",
     )
     ev.add_argument("--interactions", default=f"{SEED_DIR}/job_clicks.csv", help="CSV of (user, job, count) rows")
-    ev.add_argument("--out", default="reports/evaluation", help="folder for report.md, results.json and the plots")
+    ev.add_argument(
+        "--out",
+        help="folder for report.md, results.json and the plots (default reports/evaluation, with --online "
+        "reports/online-evaluation)",
+    )
     ev.add_argument("--tune", action="store_true", help="search the parameters on the validation split")
     _add_search_options(ev)
     ev.add_argument("--split", choices=["random", "time"], default="random", help="per-user random or newest holdout")

@@ -8,7 +8,9 @@ prometheus_client's threaded HTTP server. What the on-call engineer asks of them
 - speed: how fresh are the lists (broker receipt of a click -> its list acknowledged), how many lists of which
   source, how far behind each owned partition is, and what was skipped (rejected, repeated, internal errors);
 - retrain (a Job that exits; its metrics go to a Pushgateway, `metrics.pushgateway_url`): when it last ran and
-  published, how long it took, what the gate decided, the candidate's and popularity's validation NDCG.
+  published, how long it took, what the gate decided, the candidate's and popularity's validation NDCG;
+- online evaluation (`jobrec evaluate --online`, pushed the same way): hit rate, MRR and lists per outcome of the
+  period's lists, per source and model version.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, Metric
+
+from jobrec.schemas import tables as t
+
+if TYPE_CHECKING:
+    from jobrec.batch.online_report import OnlineReport
 
 log = logging.getLogger(__name__)
 
@@ -289,4 +296,54 @@ def push_retrain_metrics(url: str, registry: CollectorRegistry, timeout_seconds:
         log.warning("could not push the retrain's metrics to %s: %s", url, e)
         return False
     log.info("retrain metrics pushed to %s", url)
+    return True
+
+
+ONLINE_EVALUATION_JOB = "jobrec-online-evaluation"
+
+
+def online_evaluation_registry(report: OnlineReport, now: float | None = None) -> CollectorRegistry:
+    """The outcomes of the lists of `jobrec evaluate --online`'s period, per source and model version."""
+    registry = CollectorRegistry()
+    labels = ["source", "model_version"]
+    Gauge("jobrec_online_last_run_timestamp_seconds", "when the online evaluation last ran", registry=registry).set(
+        time.time() if now is None else now
+    )
+    hit_rate = Gauge(
+        "jobrec_online_hit_rate",
+        "decided lists with a hit within their span, per decided list",
+        labels,
+        registry=registry,
+    )
+    mrr = Gauge(
+        "jobrec_online_mrr", "mean of 1 / rank of the hit over decided lists (a miss: 0)", labels, registry=registry
+    )
+    lists = Gauge("jobrec_online_lists", "lists of the period by outcome", [*labels, "outcome"], registry=registry)
+    for c in report.per_model_version:
+        version = c.model_version or ""
+        if c.hit_rate is not None and c.mrr is not None:
+            hit_rate.labels(c.source, version).set(c.hit_rate)
+            mrr.labels(c.source, version).set(c.mrr)
+        for outcome, n in ((t.OUTCOME_HIT, c.hits), (t.OUTCOME_MISS, c.misses), (t.OUTCOME_PENDING, c.pending)):
+            lists.labels(c.source, version, outcome).set(n)
+    return registry
+
+
+def push_online_evaluation_metrics(url: str, registry: CollectorRegistry, timeout_seconds: float = 5.0) -> bool:
+    """Replace (PUT) the online evaluation's group on the Pushgateway: model versions that left the period leave
+    with it. A failure is logged, never raised."""
+    import os
+
+    from prometheus_client import push_to_gateway
+
+    namespace = os.environ.get(NAMESPACE_ENV, "")
+    grouping = {"namespace": namespace} if namespace else {}
+    try:
+        push_to_gateway(
+            url, job=ONLINE_EVALUATION_JOB, registry=registry, grouping_key=grouping, timeout=timeout_seconds
+        )
+    except Exception as e:  # noqa: BLE001 - unreachable gateway, refused push: say so and go on
+        log.warning("could not push the online evaluation's metrics to %s: %s", url, e)
+        return False
+    log.info("online evaluation metrics pushed to %s", url)
     return True

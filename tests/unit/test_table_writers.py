@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from jobrec.batch.table_writers import INGEST, RETRAIN, TABLES_WRITTEN_BY, WriterBusy, hold_writer_lock, lock_path
+from jobrec.batch.table_writers import (
+    EVALUATE,
+    INGEST,
+    RETRAIN,
+    TABLES_WRITTEN_BY,
+    WriterBusy,
+    hold_writer_lock,
+    lock_path,
+)
 from jobrec.schemas import tables as t
 
 PACKAGE = Path(__file__).resolve().parents[2]
@@ -22,6 +30,7 @@ PACKAGE = Path(__file__).resolve().parents[2]
 WRITER_MODULES = {
     INGEST: {"streaming/ingest.py", "streaming/job_events.py", "batch/jobs_table.py", "batch/backfill.py"},
     RETRAIN: {"batch/train.py", "batch/retrain.py", "batch/publish.py"},
+    EVALUATE: {"batch/online_evaluation.py"},
 }
 
 
