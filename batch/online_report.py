@@ -62,7 +62,7 @@ def _markdown(report: OnlineReport, facts: dict[str, Any]) -> str:
         "",
         f"Lists generated from {facts['since']} to {facts['evaluated_at']}, each shown from its generated_at until "
         f"the user's next list or for {facts['window_hours']:g} h, whichever came first. A hit: the user had a "
-        f"{', '.join(facts['event_types'])} event on one of its jobs meanwhile; its rank is the best rank among "
+        f"{_either(facts['event_types'])} event on one of its jobs meanwhile; its rank is the best rank among "
         f"those jobs. Lists whose span ends after {facts['as_of']} (events are taken as complete to then) are "
         "pending: neither hit nor miss. Hit rate = hits / decided lists; MRR = mean of 1 / rank of the hit over "
         "decided lists, a miss counting 0.",
@@ -98,6 +98,10 @@ def _markdown(report: OnlineReport, facts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _either(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def _plot(path: Path, per_bucket: Sequence[OutcomeCounts]) -> None:
     """Hit rate and MRR per bucket, a line per (source, model_version): the line style says the source."""
     import matplotlib
@@ -118,7 +122,7 @@ def _plot(path: Path, per_bucket: Sequence[OutcomeCounts]) -> None:
         axes[1].plot(when, [p.mrr for p in points], style, marker="o", label=label)
     for ax, title in zip(axes, ("hit rate", "MRR"), strict=True):
         ax.set_title(f"{title} of decided lists, by generated_at")
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.tick_params(axis="x", labelrotation=30)
     if series:

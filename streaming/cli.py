@@ -373,9 +373,15 @@ def _evaluate_online(cfg: Config, args: argparse.Namespace) -> int:
         from jobrec.streaming.process_metrics import online_evaluation_registry, push_online_evaluation_metrics
 
         push_online_evaluation_metrics(cfg.metrics.pushgateway_url, online_evaluation_registry(report))
-    print(format_counts_table(report.per_source, per_model_version=False))
-    print()
-    print(format_counts_table(report.per_model_version))
+    if not report.per_model_version:
+        print(
+            f"no list served in the last {cfg.online_evaluation.days:g} days on {cfg.kafka.recommendations_topic} or "
+            "in the recommendations table: lists come from `jobrec retrain` and `jobrec speed`"
+        )
+    else:
+        print(format_counts_table(report.per_source, per_model_version=False))
+        print()
+        print(format_counts_table(report.per_model_version))
     print(
         f"\n{run.decided} list(s) decided by this run, {run.pending} pending (events taken as complete to "
         f"{run.as_of.isoformat(timespec='seconds')}); report {path}"
