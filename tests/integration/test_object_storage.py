@@ -50,6 +50,8 @@ from jobrec.streaming.local.object_store import (
     stop_object_store,
 )
 from tests.integration.conftest import REPO, SPARK_JARS, make_producer, unique_name, write_config
+from tests.integration.test_ingest import expected_counts, send, valid_events
+from tests.unit.test_click_event import BAD_RECORDS
 
 # the S3 jars beside the Spark ones, where `make setup` resolves them ($JOBREC_CACHE_DIR/jars/s3)
 S3_JARS = Path(SPARK_JARS).parent / "s3"
@@ -191,9 +193,6 @@ def read_tables(cfg: Config) -> dict[str, Any]:
 def test_ingest_on_object_storage_counts_exactly_through_a_sigkill(
     object_store: ObjectStore, broker, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    from tests.integration.test_ingest import expected_counts, send, valid_events
-    from tests.unit.test_click_event import BAD_RECORDS
-
     store = object_store
     name = unique_name(request)
     tables, checkpoints = store.uri(name, "tables"), store.uri(name, "checkpoints")
