@@ -17,9 +17,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobrec.batch.core.online_eval import OutcomeCounts
+from jobrec.batch.online_report import OnlineReport
 from jobrec.schemas.click_event import EventLimits
 from jobrec.streaming.http_api import ApiSettings, create_app
-from jobrec.streaming.process_metrics import IngestMetrics, SpeedMetrics, retrain_registry
+from jobrec.streaming.process_metrics import IngestMetrics, SpeedMetrics, online_evaluation_registry, retrain_registry
 from jobrec.streaming.recommendations_reader import LatestLists
 from jobrec.streaming.speed import SpeedStats
 from tests.deploy.dashboard import DASHBOARD, dashboard_queries, exposed_names, metric_names
@@ -168,6 +170,8 @@ def code_metric_names() -> set[str]:
         metrics={"validation": {"ndcg": 0.5}, "popularity": {"ndcg": 0.25}}, n_users=1, n_jobs=1, n_interactions=1
     )
     registries.append(retrain_registry("published", 1.0, model))
+    counts = OutcomeCounts("batch", "v1", None, hits=1, misses=1, pending=1, reciprocal_rank_sum=0.5)
+    registries.append(online_evaluation_registry(OnlineReport([counts], [counts], [counts])))
     families = [(f.name, f.type) for registry in registries for f in registry.collect()]
     return exposed_names(families + api_families())
 
@@ -199,6 +203,8 @@ def test_every_dashboard_query_selects_metrics_the_code_defines() -> None:
         "jobrec_retrain_outcome",
         "jobrec_retrain_validation_ndcg",
         "jobrec_retrain_duration_seconds",
+        "jobrec_online_hit_rate",
+        "jobrec_online_mrr",
     ):
         assert name in selected, name
 

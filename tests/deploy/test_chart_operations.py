@@ -195,7 +195,7 @@ def test_network_policies_are_off_by_default_and_cover_every_pod_when_on() -> No
         p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: p["spec"]
         for p in by_kind(docs, "NetworkPolicy")
     }
-    assert set(policies) == {"ingest", "speed", "retrain", "api", "spark-executor"}
+    assert set(policies) == {"ingest", "speed", "retrain", "evaluate", "api", "spark-executor"}
     pods = pods_by_component(docs)
     [template] = executor_templates(docs)
     pods["spark-executor"] = template
@@ -241,6 +241,7 @@ def test_each_pod_gets_only_the_secret_entries_it_uses() -> None:
         "ingest": kafka | s3,
         "speed": kafka | s3,
         "retrain": kafka | s3,
+        "evaluate": kafka | s3,  # it reads the recommendations topic and the tables
         # it produces to Kafka, reads lists from it, and reads the serving model from the tables
         "api": kafka | s3 | {"JOBREC_API_TOKEN"},
         "api-test": {"JOBREC_API_TOKEN"},

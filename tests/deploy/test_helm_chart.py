@@ -186,11 +186,17 @@ def test_what_matters(values: tuple[str, ...]) -> None:
     assert statefulset["metadata"]["name"] == "rel-jobrec-ingest" and ingest["replicas"] == 1
     speed = deployments["rel-jobrec-speed"]["spec"]
     assert speed["replicas"] >= 1 and speed["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    [cron] = by_kind(docs, "CronJob")
-    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
-    assert cron["spec"]["startingDeadlineSeconds"] > 0
-    job = cron["spec"]["jobTemplate"]["spec"]
-    assert job["activeDeadlineSeconds"] > 0 and job["backoffLimit"] >= 0
+    crons = {c["metadata"]["labels"]["app.kubernetes.io/component"]: c for c in by_kind(docs, "CronJob")}
+    assert set(crons) <= {"retrain", "evaluate"} and "retrain" in crons
+    for cron in crons.values():
+        # each is its table's one writer: never two runs at once
+        assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+        assert cron["spec"]["startingDeadlineSeconds"] > 0
+        job = cron["spec"]["jobTemplate"]["spec"]
+        assert job["activeDeadlineSeconds"] > 0 and job["backoffLimit"] >= 0
+    if "evaluate" in crons:
+        [evaluate] = crons["evaluate"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        assert evaluate["args"][:4] == ["--config", "/etc/jobrec/evaluate.yaml", "evaluate", "--online"]
     for spec in pod_specs(docs):
         assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
         for c in spec["containers"]:

@@ -24,10 +24,14 @@ from typing import Any
 import pytest
 import yaml
 
+from jobrec.batch.core.online_eval import OutcomeCounts
+from jobrec.batch.online_report import OnlineReport
 from jobrec.streaming.local.embedded_kafka import free_port
 from jobrec.streaming.process_metrics import (
     IngestMetrics,
     SpeedMetrics,
+    online_evaluation_registry,
+    push_online_evaluation_metrics,
     push_retrain_metrics,
     retrain_registry,
     serve_metrics,
@@ -155,6 +159,10 @@ def test_prometheus_scrapes_the_endpoints_and_answers_every_dashboard_query(
         metrics={"validation": {"ndcg": 0.4}, "popularity": {"ndcg": 0.3}}, n_users=9, n_jobs=4, n_interactions=30
     )
     assert push_retrain_metrics(pushgateway, retrain_registry("published", 42.0, model))
+    # and an online evaluation's: batch lists of v1, 3 hits (ranks 1, 2, 4) and 1 miss, 2 pending
+    counts = OutcomeCounts("batch", "v1", None, hits=3, misses=1, pending=2, reciprocal_rank_sum=1 + 1 / 2 + 1 / 4)
+    report = OnlineReport([counts], [counts], [counts])
+    assert push_online_evaluation_metrics(pushgateway, online_evaluation_registry(report))
     ingest = IngestMetrics()
     stats = SpeedStats()
     speed = SpeedMetrics(stats)
@@ -288,6 +296,12 @@ def check_exact_answers(prom: str) -> None:
     assert panel("Validation NDCG@k: candidate and popularity", "pushgateway") == {"candidate": 0.4, "popularity": 0.3}
     assert panel("Last retrain duration", "pushgateway") == {"": 42.0}
     assert 0 <= panel("Time since the last published model", "pushgateway")[""] < 60
+    # hit rate 3 / 4 decided; MRR (1 + 1/2 + 1/4) / 4 decided
+    assert panel("Online hit rate by source and model version", "pushgateway") == {
+        "v1/batch": 0.75
+    }  # labels by name: model_version, source
+    assert panel("Online MRR by source and model version", "pushgateway") == pytest.approx({"v1/batch": 1.75 / 4})
+    assert panel("Lists evaluated by outcome", "pushgateway") == {"hit": 3.0, "miss": 1.0, "pending": 2.0}
     # the API: totals (its labelled counters appear at their first event, so a rate would miss that one)
     assert values(prom, "sum by (kind) (jobrec_events_accepted_total)") == {(("kind", "click"),): 3.0}
     assert one(prom, "sum(jobrec_events_rejected_total)") == 2

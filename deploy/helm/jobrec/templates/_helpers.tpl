@@ -97,7 +97,7 @@ uses (a list of "kafka", "s3", "apiToken"). S3 credentials only when a storage p
 
 {{/* The components whose pods mount the shared data volume: those that read or write the tables. */}}
 {{- define "jobrec.usesData" -}}
-{{- if and .root.Values.persistence.enabled (has .component (list "ingest" "speed" "retrain" "api")) }}true{{ end -}}
+{{- if and .root.Values.persistence.enabled (has .component (list "ingest" "speed" "retrain" "evaluate" "api")) }}true{{ end -}}
 {{- end -}}
 
 {{/* Whether the data volume is ReadWriteOnce, so every pod that mounts it must run on one node: "true" or "". */}}
