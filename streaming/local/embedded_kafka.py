@@ -258,16 +258,7 @@ def stop_broker(cfg: EmbeddedKafkaConfig, timeout_seconds: float = 60.0) -> bool
     state = running_broker(cfg)
     if not state:
         return False
-    os.kill(state.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline and pid_alive(state.pid):
-        reap(state.pid)
-        time.sleep(0.2)
-    if pid_alive(state.pid):
-        log.warning("Kafka broker did not stop within %.0f s; killing it", timeout_seconds)
-        os.kill(state.pid, signal.SIGKILL)
-        time.sleep(0.5)
-    reap(state.pid)
+    stop_pid(state.pid, "Kafka broker", timeout_seconds)
     _write_state(cfg, BrokerState(0, state.port, state.controller_port, state.sasl_port))
     log.info("Kafka broker stopped")
     return True
@@ -278,6 +269,24 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def stop_pid(pid: int, name: str, timeout_seconds: float) -> None:
+    """Stop a server this project started (the broker, a Spark daemon, the object store): SIGTERM, then SIGKILL
+    after the timeout, saying so; our own child is reaped, so it leaves no zombie."""
+    if pid <= 0 or not pid_alive(pid):
+        reap(pid)
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline and pid_alive(pid):
+        reap(pid)
+        time.sleep(0.1)
+    if pid_alive(pid):
+        log.warning("the %s did not stop within %.0f s; killing it", name, timeout_seconds)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    reap(pid)
 
 
 class KafkaNotConfigured(RuntimeError):

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import secrets
-import signal
 import subprocess
 import time
 import urllib.error
@@ -28,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from jobrec.streaming.local.embedded_kafka import free_port, pid_alive, reap
+from jobrec.streaming.local.embedded_kafka import free_port, stop_pid
 
 log = logging.getLogger(__name__)
 
@@ -241,17 +240,7 @@ def start_object_store(
 
 def stop_object_store(store: ObjectStore, timeout_seconds: float = 20.0) -> None:
     """Stop the server (SIGTERM, then SIGKILL after the timeout); its data folder stays."""
-    if not pid_alive(store.pid):
-        reap(store.pid)
-        return
-    os.kill(store.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline and pid_alive(store.pid):
-        reap(store.pid)
-        time.sleep(0.1)
-    if pid_alive(store.pid):
-        os.kill(store.pid, signal.SIGKILL)
-    reap(store.pid)
+    stop_pid(store.pid, "object store (S3Proxy)", timeout_seconds)
 
 
 def _tail(path: Path, chars: int = 2000) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -23,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jobrec.streaming.local.embedded_kafka import free_port, pid_alive, port_open, reap
+from jobrec.streaming.local.embedded_kafka import free_port, pid_alive, port_open, stop_pid
 
 log = logging.getLogger(__name__)
 
@@ -196,18 +195,7 @@ def _write_state(folder: Path, state: ClusterState) -> None:
 
 
 def _stop_process(pid: int, name: str, timeout_seconds: float) -> None:
-    if pid <= 0 or not pid_alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline and pid_alive(pid):
-        reap(pid)
-        time.sleep(0.2)
-    if pid_alive(pid):
-        log.warning("the Spark %s did not stop within %.0f s; killing it", name, timeout_seconds)
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
-    reap(pid)
+    stop_pid(pid, f"Spark {name}", timeout_seconds)
 
 
 def stop_cluster(folder: Path, timeout_seconds: float = 30.0) -> bool:
