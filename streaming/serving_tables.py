@@ -38,11 +38,15 @@ def delta_uri(tables_root: str, name: str) -> str:
     return f"{root}/{name}"
 
 
-# Spark's S3A settings (spark.extra) -> delta-rs's storage options for the same store; the keys come from the
-# environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), which delta-rs reads itself
+# Spark's S3A settings (spark.extra) -> delta-rs's storage options for the same store. Keys S3A takes from the
+# config (written as ${VAR} there) go along; without them delta-rs reads the AWS_* environment itself, as S3A's
+# environment credentials provider does
 _S3A_OPTIONS = {
     "spark.hadoop.fs.s3a.endpoint": "AWS_ENDPOINT_URL",
     "spark.hadoop.fs.s3a.endpoint.region": "AWS_REGION",
+    "spark.hadoop.fs.s3a.access.key": "AWS_ACCESS_KEY_ID",
+    "spark.hadoop.fs.s3a.secret.key": "AWS_SECRET_ACCESS_KEY",
+    "spark.hadoop.fs.s3a.session.token": "AWS_SESSION_TOKEN",
 }
 
 

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,15 @@ def test_ingest_on_object_storage_counts_exactly_through_a_sigkill(
             t.N_INTERACTIONS: len(pairs),
         }
     ]
+
+    # the API's reader (delta-rs, no JVM) reads the same interactions from the bucket with the config's S3A settings:
+    # users per job as the test counts them from what it sent
+    from jobrec.streaming.serving_tables import delta_storage_options, read_users_per_job
+
+    users_per_job = Counter(j for _, j in pairs)
+    assert dict(read_users_per_job(cfg.storage.tables_root, storage_options=delta_storage_options(spark_extra))) == (
+        dict(users_per_job)
+    )
 
     # the state is in the bucket, seen through the server's S3 API, and nothing went to the local disk instead
     keys = set(list_keys(store, f"{name}/"))

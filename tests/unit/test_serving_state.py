@@ -274,6 +274,10 @@ def test_the_model_is_the_same_from_rows_in_any_order() -> None:
             {"spark.hadoop.fs.s3a.endpoint": "https://s3.example", "spark.hadoop.fs.s3a.endpoint.region": "eu-west-1"},
             {"AWS_ENDPOINT_URL": "https://s3.example", "AWS_REGION": "eu-west-1"},
         ),
+        (
+            {"spark.hadoop.fs.s3a.access.key": "AK", "spark.hadoop.fs.s3a.secret.key": "SK"},
+            {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK"},
+        ),
     ],
 )
 def test_delta_storage_options_follow_the_s3a_settings(extra: dict, options: dict) -> None:
