@@ -86,8 +86,8 @@ def test_a_rejected_first_model_says_rejected_and_why_and_exits_4(pushing, pushg
     assert samples[("jobrec_retrain_validation_ndcg", (("model", "popularity"),))] == 1.0
     # (a model can tie it at best: not beating popularity is what the gate rejects)
     assert samples[("jobrec_retrain_validation_ndcg", (("model", "candidate"),))] <= 1.0
-    assert samples[("jobrec_retrain_data", (("what", "interactions"),))] == len(rows)
-    assert samples[("jobrec_retrain_data", (("what", "users"),))] == 300
+    # a rejected candidate is not refit: it was trained on the pairs left after the validation holdout
+    assert 0.7 * len(rows) < samples[("jobrec_retrain_data", (("what", "interactions"),))] < len(rows)
     assert not [name for name, _ in samples if name == "jobrec_retrain_last_published_timestamp_seconds"]
 
     # no model passed, yet something is served: the retrain published popularity lists (source fallback) to every

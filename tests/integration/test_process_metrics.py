@@ -124,7 +124,15 @@ def test_ingest_and_speed_endpoints_count_what_was_sent(tmp_path: Path, broker, 
             ]
             return owned if sorted(owned[0] + owned[1]) == list(range(PARTITIONS)) and all(owned) else None
 
-        owned = wait_until(partitions_owned, 300, "two speed instances owning all clicks partitions")
+        try:
+            owned = wait_until(partitions_owned, 300, "two speed instances owning all clicks partitions")
+        except AssertionError as e:
+            # what each instance scrapes and says: the failure names its cause
+            seen = [scrape(speed_port), scrape(speed_port + 1)]
+            lag = [s and sorted(dict(b)["partition"] for n, b in s if n == "jobrec_speed_partition_lag") for s in seen]
+            logs["speed"].flush()
+            tail = (tmp_path / "speed.log").read_text(errors="replace")[-6000:]
+            raise AssertionError(f"{e}; lag series per instance {lag}; speed log:\n{tail}") from None
         assert sorted(len(o) for o in owned) == [2, 2], owned
         wait_until(lambda: scrape(ingest_port), 300, "the ingest's endpoint")
 
