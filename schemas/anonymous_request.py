@@ -8,6 +8,7 @@ first checks as a click event (size, UTF-8, one JSON object, no repeated key) an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +33,18 @@ class AnonymousRequest:
 
 def parse_k(value: Any, field: str = "k") -> int | Rejection:
     """A list length: an integer from 1 to MAX_K (a JSON number such as 10.0 is 10; true is not a number)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        return Rejection("bad_type", f"{field} must be an integer from 1 to {MAX_K}", field)
-    if not 1 <= int(value) <= MAX_K:
-        return Rejection("out_of_range", f"{field} is {int(value)}, expected 1 to {MAX_K}", field)
-    return int(value)
+    wrong = Rejection("bad_type", f"{field} must be an integer from 1 to {MAX_K}", field)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return wrong
+    # 1e999 parses as infinity, which int() refuses with an OverflowError; a 400-digit integer overflows a float:
+    # type and range errors here, not a crash
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return wrong
+    number = int(value)
+    if not 1 <= number <= MAX_K:
+        shown = str(number) if abs(number) < 10**12 else ("over 10^12" if number > 0 else "below -10^12")
+        return Rejection("out_of_range", f"{field} is {shown}, expected 1 to {MAX_K}", field)
+    return number
 
 
 def parse_anonymous_request(raw: bytes, max_bytes: int, max_events: int) -> AnonymousRequest | Rejection:

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from referencing import Registry, Resource
 
 from jobrec.schemas.anonymous_request import MAX_K, AnonymousRequest, parse_anonymous_request
-from jobrec.schemas.click_event import Rejection
+from jobrec.schemas.click_event import EVENT_TYPES, Rejection
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 REQUEST_SCHEMA = json.loads((SCHEMAS / "anonymous_request.v1.json").read_text())
@@ -83,3 +85,56 @@ def test_a_body_that_is_not_one_json_object_is_refused() -> None:
     for raw, code in [(b"[1]", "not_object"), (b"{", "invalid_json"), (b'{"k": 1, "k": 2}', "duplicate_key")]:
         verdict = parse_anonymous_request(raw, 10_000, 5)
         assert isinstance(verdict, Rejection) and verdict.code == code
+
+
+# --- fuzzing: any body, and JSON built to hit the corners, gets a verdict, never an exception (a raise is a 500) ----
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+_numbers = st.sampled_from([b"1e999", b"-1e999", b"1e308", b"0", b"-0.0", b"10.0", b"100", b"101", b"1" * 400])
+
+
+def _check_verdict(verdict: AnonymousRequest | Rejection) -> None:
+    if isinstance(verdict, Rejection):
+        assert verdict.code and len(verdict.detail) < 500
+        return
+    assert isinstance(verdict, AnonymousRequest)
+    assert verdict.k is None or 1 <= verdict.k <= 100
+    for job_id, event_type in verdict.events:
+        assert isinstance(job_id, str) and job_id and event_type in EVENT_TYPES
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_get_a_verdict(raw: bytes) -> None:
+    _check_verdict(parse_anonymous_request(raw, 10_000, 5))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "job_ids": st.lists(_json_values, max_size=6) | _json_values,
+            "events": st.lists(
+                st.fixed_dictionaries({}, optional={"job_id": _json_values, "event_type": _json_values}), max_size=6
+            )
+            | _json_values,
+            "k": _json_values,
+            "schema_version": _json_values,
+        },
+    ),
+    _numbers,
+)
+def test_json_bodies_get_a_verdict(doc: dict, k_literal: bytes) -> None:
+    _check_verdict(parse_anonymous_request(json.dumps(doc).encode(), 10_000, 5))
+    # a k JSON cannot write through json.dumps: overflowing numbers (1e999 is infinity to Python's parser)
+    body = json.dumps({"job_ids": ["a"]}).encode()[:-1] + b', "k": ' + k_literal + b"}"
+    _check_verdict(parse_anonymous_request(body, 10_000, 5))
