@@ -77,8 +77,10 @@ def compare_with_implicit(spark, interactions: DataFrame, params: AlsParams, k: 
         "ndcg_ratio_spark_over_implicit": (
             round(spark_ndcg["ndcg"] / imp_ndcg["ndcg"], 3) if imp_ndcg["ndcg"] > 0 else None
         ),
-        "spark_train_seconds": round(spark_s, 2),
-        "implicit_train_seconds": round(implicit_s, 2),
+        # microseconds: implicit fits a tiny file in a few milliseconds, which two decimals printed (and the
+        # "measured nothing" check read) as 0.0
+        "spark_train_seconds": round(spark_s, 6),
+        "implicit_train_seconds": round(implicit_s, 6),
         "train_time_ratio_spark_over_implicit": round(spark_s / implicit_s, 1),
     }
 
