@@ -23,7 +23,6 @@ from jobrec.batch.connections import (
 )
 from jobrec.batch.core.catalog import CatalogState, CategoryNormaliser
 from jobrec.batch.delta_tables import absolute_location
-from jobrec.batch.jobs_table import read_catalog_rows
 from jobrec.batch.processes import spark_session
 from jobrec.batch.table_writers import INGEST, hold_writer_lock
 from jobrec.schemas.click_event import EventLimits
@@ -204,7 +203,6 @@ def _metrics_endpoint(cfg: Config, registry: Any, port: int, what: str) -> Itera
 
 
 def run_speed(
-    spark: SparkSession,
     cfg: Config,
     bootstrap: str,
     should_stop: Callable[[], bool],
@@ -213,16 +211,15 @@ def run_speed(
     heartbeat: Callable[[], None] | None = None,
     metrics: SpeedMetrics | None = None,
 ) -> SpeedStats:
-    """The speed layer on a given SparkSession (which it uses only to load its start state): a consumer at the
-    end of the clicks and jobs topics, the users' histories, the catalog and the serving model."""
+    """The speed layer: a consumer at the end of the clicks and jobs topics, the users' histories, the catalog and
+    the serving model. No JVM: the tables are read with delta-rs (`serving_tables`, `speed_sources`)."""
     client = python_client_args(cfg.kafka, bootstrap)
     # every client closes however the start goes (a failed snapshot load too): nothing lingers to warn later
     with ExitStack() as closing:
-        return _run_speed_started(spark, cfg, client, closing, should_stop, stats, on_ready, heartbeat, metrics)
+        return _run_speed_started(cfg, client, closing, should_stop, stats, on_ready, heartbeat, metrics)
 
 
 def _run_speed_started(
-    spark: SparkSession,
     cfg: Config,
     client: dict[str, Any],
     closing: ExitStack,
@@ -237,10 +234,11 @@ def _run_speed_started(
 
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+    from jobrec.streaming import serving_tables
     from jobrec.streaming.histories import Histories
     from jobrec.streaming.speed import ModelHolder, run_speed_layer
     from jobrec.streaming.speed_partitions import ClickPartitions
-    from jobrec.streaming.speed_sources import load_histories, load_serving_model
+    from jobrec.streaming.speed_sources import load_histories
 
     # every instance reads every job event (the catalog is small and each list needs all of it): assigned, no group
     jobs_consumer = KafkaConsumer(**client, enable_auto_commit=False, fetch_max_wait_ms=20)
@@ -256,9 +254,10 @@ def _run_speed_started(
     catalog = CatalogState(
         CategoryNormaliser(cfg.catalog.categories, cfg.catalog.aliases), cfg.catalog.default_ttl_days
     )
-    catalog.load(read_catalog_rows(spark, cfg.storage.tables_root))
+    root, options = cfg.storage.tables_root, serving_tables.delta_storage_options(cfg.spark.extra)
+    catalog.load(serving_tables.read_catalog_rows(root, options))
     models = ModelHolder(
-        lambda current: load_serving_model(spark, cfg.storage.tables_root, current), cfg.fold_in.model_check_seconds
+        lambda current: serving_tables.read_serving_model(root, current, options), cfg.fold_in.model_check_seconds
     ).start()
     closing.callback(models.stop)
     log.info(
@@ -285,8 +284,10 @@ def _run_speed_started(
         consumer,
         cfg.kafka.clicks_topic,
         histories,
-        lambda wanted, of: load_histories(spark, cfg.storage.tables_root, histories, wanted, of),
+        lambda wanted, of: load_histories(root, histories, wanted, of, options),
         cfg.fold_in.replay_seconds,
+        # a legitimate rebalance waits at most a session timeout for a member that died
+        stall_seconds=cfg.fold_in.session_timeout_seconds + 5,
     )
     consumer.subscribe([cfg.kafka.clicks_topic], listener=partitions)
     producer = KafkaProducer(**client, acks="all", linger_ms=0)
@@ -328,10 +329,8 @@ def run_speed_process(cfg: Config, bootstrap: str, stop: threading.Event) -> Spe
     # observed only when served: the hot path times every click otherwise for nobody
     metrics = SpeedMetrics(stats) if port else None
     registry = metrics.registry if metrics else None
-    with spark_session(cfg, "speed") as spark, _metrics_endpoint(cfg, registry, port, "speed layer"):
-        return run_speed(
-            spark, cfg, bootstrap, stop.is_set, stats=stats, heartbeat=Heartbeat.from_env().beat, metrics=metrics
-        )
+    with _metrics_endpoint(cfg, registry, port, "speed layer"):
+        return run_speed(cfg, bootstrap, stop.is_set, stats=stats, heartbeat=Heartbeat.from_env().beat, metrics=metrics)
 
 
 def build_api(cfg: Config, bootstrap: str) -> tuple[Any, Callable[[], None]]:

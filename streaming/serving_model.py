@@ -1,8 +1,6 @@
-"""The serving model assembled from the rows the tables give: one function for every reader of the tables.
-
-The speed layer reads the rows with Spark (`speed_sources.load_serving_model`), the HTTP API without a JVM
-(`serving_tables.read_serving_model`); both build the model here, so the API's similar jobs and anonymous lists
-use the very model, parameters and popularity order the speed layer folds users in with. Pure: no Spark, no Kafka.
+"""The serving model assembled from the rows the tables give (`serving_tables.read_serving_model` reads them for
+the speed layer and the HTTP API alike, so the API's similar jobs and anonymous lists use the very model,
+parameters and popularity order the speed layer folds users in with). Pure: no Spark, no Kafka, no Delta.
 """
 
 from __future__ import annotations

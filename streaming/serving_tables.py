@@ -1,10 +1,11 @@
-"""The serving model and the job catalog read from the Delta tables without a JVM, for the HTTP API.
+"""The serving model and the job catalog read from the Delta tables without a JVM, for the speed layer and the
+HTTP API.
 
-The API answers similar jobs and anonymous lists with the model the speed layer folds users in with; it reads the
-same tables with the same queries as `speed_sources.load_serving_model` and `jobs_table.read_catalog_rows`, through
-delta-rs (the `deltalake` package: Rust, no JVM, a few MB of memory beside the model) and DataFusion's SQL, which
-applies the deletion vectors the interactions table's MERGEs write (a plain Parquet read would count an updated
-(user, job) pair twice). Both readers assemble the model in `serving_model.assemble_serving_model`.
+Both processes read the tables here, through delta-rs (the `deltalake` package: Rust, no JVM, a few MB of memory
+beside the model) and DataFusion's SQL, which applies the deletion vectors the interactions table's MERGEs write
+(a plain Parquet read would count an updated (user, job) pair twice): the API answers similar jobs and anonymous
+lists with the very model the speed layer folds users in with. The catalog query gives what
+`jobs_table.read_catalog_rows` gives the batch jobs through Spark.
 
 A table that does not exist yet reads as empty: readers never create a table (each has one writing process).
 """
@@ -131,13 +132,18 @@ def read_job_factors(
 def read_serving_model(
     tables_root: str, current: str | None = None, storage_options: Mapping[str, str] | None = None
 ) -> ServingModel | None:
-    """`speed_sources.load_serving_model` without a JVM: the newest published model, or None if it is `current`
-    already; before the first one the popularity model (no factors), read again at every call."""
+    """The newest published model (the retrain's `train.serving_model_version` choice), or None if it is
+    `current` already; before the first one the popularity model (no factors), read again at every call, so that
+    it follows the interactions table."""
     found = read_serving_version(tables_root, storage_options)
     if found is None:
         fallback = popularity_model(read_users_per_job(tables_root, POPULAR_JOBS, storage_options))
         if current != POPULARITY_MODEL_VERSION:
-            log.info("no model has passed the quality gate yet: anonymous lists are popularity lists")
+            log.info(
+                "no model has passed the quality gate yet: lists are popularity lists (source fallback, %d jobs) "
+                "until one does",
+                len(fallback.job_ids),
+            )
         return fallback
     version, params = found
     if version == current:

@@ -12,6 +12,14 @@ started: what came before is in the snapshot, give or take the ingest's lag.
 
 The consumer calls the listener inside `poll`; loading happens in `settle`, called by the loop after each poll,
 so a failed load is retried (partitions stay paused) instead of vanishing into the client's listener logging.
+
+A rebalance that never ends is ended here. kafka-python 3.0.12 can drop the result of a group join that completes
+between two short polls (a rejoin the leader starts on a metadata update: its own assignment makes the client
+think no rejoin is needed any more, so the finished join is never applied), and the instance then owns nothing,
+silently, for good. Seen in the suite as an instance that revoked its partitions, logged "Elected group leader",
+and never had them assigned again. When partitions were revoked and nothing was assigned for `stall_seconds`
+(longer than a legitimate rebalance, which waits at most a session timeout for a dead member), the consumer leaves
+the group and subscribes again.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ class ClickPartitions(ConsumerRebalanceListener):
         histories: Histories,
         load: Callable[[Collection[int], int], int],
         replay_seconds: float,
+        stall_seconds: float = 30.0,
     ):
         self.consumer = consumer
         self.topic = topic
@@ -44,8 +53,12 @@ class ClickPartitions(ConsumerRebalanceListener):
         self.replay_seconds = replay_seconds
         self.held: set[int] = set()  # partitions whose histories are loaded and whose records are processed
         self.pending: set[int] = set()  # assigned, paused, histories not loaded yet
+        self.unpositioned: set[int] = set()  # held through a rebalance, paused until positioned again
         self.settled = 0  # assignments fully loaded (the first one makes the instance ready)
         self._retry_at = 0.0
+        self.stall_seconds = stall_seconds
+        self.revoked_at: float | None = None  # a rebalance in progress since then (monotonic clock)
+        self.rejoins = 0  # stalled rebalances ended by subscribing again
         # the topic's ends when this instance started, before any snapshot: where a partition nobody has committed
         # starts (its clicks since are not in a snapshot this instance loads, or may not be). Asking for them also
         # fetches the topic's metadata, without which the group's first assignment gives this instance nothing.
@@ -61,9 +74,11 @@ class ClickPartitions(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         # nothing to do yet: an eager rebalance revokes everything and may give the same partitions back
         log.info("clicks partitions revoked: %s", sorted(tp.partition for tp in revoked))
+        self.revoked_at = time.monotonic()
 
     def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         # the whole assignment, whatever the protocol passes (eager: all; cooperative: only the new ones)
+        self.revoked_at = None
         owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
         lost = self.held - owned
         if lost:
@@ -71,27 +86,33 @@ class ClickPartitions(ConsumerRebalanceListener):
             log.info("clicks partitions %s moved to another instance: %d users' histories dropped", sorted(lost), users)
         self.held &= owned
         self.pending = owned - self.held
-        if self.pending:
-            self.consumer.pause(*self._tps(self.pending))
+        # partitions kept through the rebalance keep their histories but not their fetch positions: the client
+        # restarts them at the committed offset, or at the topic's end when none was committed (clicks sent during
+        # the rebalance would be skipped); they are positioned by this instance's rule too
+        self.unpositioned = set(self.held)
+        if self.pending or self.unpositioned:
+            self.consumer.pause(*self._tps(self.pending | self.unpositioned))
         self._retry_at = 0.0
         log.info("clicks partitions now owned: %s (to load: %s)", sorted(owned), sorted(self.pending))
-        if not self.pending:
-            self.settled += 1
+        if not self.pending and not self.unpositioned:
+            self.settled += 1  # nothing to load or position (an instance the group gave no partition)
 
     # --- called by the loop after each poll -----------------------------------------------------------------
     def settle(self) -> bool:
-        """Load the histories of newly assigned partitions, seek and resume them; True when something was loaded."""
-        if not self.pending or time.monotonic() < self._retry_at:
+        """Load the histories of newly assigned partitions, position them and the kept ones, and resume them; True
+        when something was loaded."""
+        self._rejoin_if_stalled()
+        if not (self.pending or self.unpositioned) or time.monotonic() < self._retry_at:
             return False
         new = sorted(self.pending)
-        tps = self._tps(new)
+        tps = self._tps(self.pending | self.unpositioned)
         started = time.monotonic()
         try:
             ends = self.consumer.end_offsets(tps)
             floor_ms = int((time.time() - self.replay_seconds) * 1000)
             floors = self.consumer.offsets_for_times({tp: floor_ms for tp in tps})
             committed = {tp: self.consumer.committed(tp) for tp in tps}
-            rows = self._load(new, self.of_partitions)
+            rows = self._load(new, self.of_partitions) if new else 0
         except Exception:  # noqa: BLE001 - the partitions stay paused; try again shortly
             self._retry_at = time.monotonic() + 5
             log.exception("could not load the histories of clicks partitions %s; retrying in 5 s", new)
@@ -113,7 +134,10 @@ class ClickPartitions(ConsumerRebalanceListener):
         self.consumer.resume(*tps)
         self.held |= set(new)
         self.pending.clear()
+        self.unpositioned.clear()
         self.settled += 1
+        if not new:
+            return False
         log.info(
             "speed layer owns clicks partitions %s: loaded %s in %.1f s (%d interactions); %d users held",
             sorted(self.held),
@@ -123,6 +147,19 @@ class ClickPartitions(ConsumerRebalanceListener):
             self.histories.user_count,
         )
         return True
+
+    def _rejoin_if_stalled(self) -> None:
+        if self.revoked_at is None or time.monotonic() - self.revoked_at < self.stall_seconds:
+            return
+        log.warning(
+            "the consumer group's rebalance has not assigned any clicks partition %.0f s after the last revocation; "
+            "leaving the group and joining it again",
+            time.monotonic() - self.revoked_at,
+        )
+        self.rejoins += 1
+        self.revoked_at = time.monotonic()
+        self.consumer.unsubscribe()
+        self.consumer.subscribe([self.topic], listener=self)
 
     def _tps(self, partitions: Collection[int]) -> list[TopicPartition]:
         return [TopicPartition(self.topic, p) for p in sorted(partitions)]

@@ -108,7 +108,7 @@ def run_freshness(cfg: Config, seed_dir: Path, rate: int, seconds: float, as_jso
             # in this process (as the figures before --processes were measured)
             speed = threading.Thread(
                 target=run_speed,
-                args=(spark, cfg, bootstrap, stop.is_set),
+                args=(cfg, bootstrap, stop.is_set),
                 kwargs={"stats": stats, "on_ready": ready.set},
                 daemon=True,
             )

@@ -8,7 +8,8 @@ JOBS open jobs. `jobrec speed` then starts in its own interpreter, twice: before
 serves the popularity model) and after a synthetic model (random job factors, published through the models table
 as a retrain records one) is. Each start is timed from launch to the instance's ready log line (`READY`), which
 also says how long its histories took to load; at that moment the resident memory (VmRSS) and its peak so far
-(VmHWM) are read from /proc for the Python process and for its child processes (Spark's gateway JVM), then it is
+(VmHWM) are read from /proc for the Python process and for any child processes (a JVM: the speed layer used to
+start Spark to read its tables, and now reads them with delta-rs, so the JVM column should read 0), then it is
 stopped with SIGTERM. The reference, measured in the same run on the same table, is a Spark scan in this process
 of the four columns the speed layer loads: start time over that time is what to compare across noisy runs.
 """
@@ -382,5 +383,4 @@ def run_speed_start_bench(cfg: Config, sizes: list[int], json_out: bool) -> int:
     for r in runs:
         name = f"{r['interactions']}.{r['model']}"
         rests_on |= {f"{name}.start_s": r.get("start_s"), f"{name}.python_rss_mb": r.get("python_rss_mb")}
-        rests_on[f"{name}.jvm_rss_mb"] = r.get("jvm_rss_mb")
     return measured_something("speed-start", rests_on)

@@ -249,7 +249,7 @@ def _show_fold_in(spark, cfg: Config, bootstrap: str, lists: dict[str, dict], ca
 
     def speed_layer() -> None:
         try:
-            run_speed(spark, cfg, bootstrap, stop.is_set, on_ready=ready.set, stats=stats)
+            run_speed(cfg, bootstrap, stop.is_set, on_ready=ready.set, stats=stats)
         except Exception:
             log.exception("the speed layer failed")
 

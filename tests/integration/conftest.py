@@ -119,9 +119,7 @@ def serving(app: Any) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_speed_layer(
-    spark, cfg: Config, bootstrap: str | None = None, stats: Any = None
-) -> Iterator[threading.Thread]:
+def running_speed_layer(cfg: Config, bootstrap: str | None = None, stats: Any = None) -> Iterator[threading.Thread]:
     """The speed layer (`run_speed`) in a thread of the test's process, started and ready to answer clicks;
     stopped and joined on leaving. Yields the thread, so a test can see that it still runs."""
     from jobrec.streaming.processes import run_speed
@@ -132,7 +130,7 @@ def running_speed_layer(
         kwargs["stats"] = stats
     worker = threading.Thread(
         target=run_speed,
-        args=(spark, cfg, bootstrap or cfg.kafka.bootstrap_servers, stop.is_set),
+        args=(cfg, bootstrap or cfg.kafka.bootstrap_servers, stop.is_set),
         kwargs=kwargs,
         daemon=True,
     )

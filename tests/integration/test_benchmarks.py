@@ -184,5 +184,6 @@ def test_bench_speed_start_measures_start_and_memory(tiny: tuple[Path, Path]) ->
         # 2,000 distinct pairs of 200 users (a tenth of the rows), each user with at least one pair
         assert run["rows"] == run["pairs"] == 2000 and run["users"] == 200
         assert run["start_s"] > 0 and run["reference_scan_s"] > 0
-        assert run["python_rss_mb"] > 0 and run["jvm_rss_mb"] > 0
-        assert run["python_peak_mb"] >= run["python_rss_mb"] and run["jvm_peak_mb"] >= run["jvm_rss_mb"]
+        assert run["python_rss_mb"] > 0 and run["python_peak_mb"] >= run["python_rss_mb"]
+        # the speed layer reads its tables with delta-rs: no JVM under it
+        assert run["jvm_rss_mb"] == 0 and "java" not in run["children"], run["children"]

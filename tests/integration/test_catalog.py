@@ -157,7 +157,7 @@ def test_a_closed_or_expired_job_is_in_no_list_published_after_the_event(spark, 
 
     stats = SpeedStats()
     producer = make_producer(cfg)
-    with running_speed_layer(spark, cfg, stats=stats), contextlib.closing(producer):
+    with running_speed_layer(cfg, stats=stats), contextlib.closing(producer):
 
         def fold_in_lists(users: list[str]) -> dict[str, list[str]]:
             """Click (a view of a job the user already has) and wait for each user's new fold-in list."""

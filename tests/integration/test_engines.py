@@ -128,7 +128,7 @@ def test_a_rejected_model_searches_again_in_the_same_retrain(spark, tmp_path, se
 
 
 def test_fold_in_reproduces_the_implicit_engines_vectors(spark, tmp_path, seed_slice) -> None:
-    from jobrec.streaming.speed_sources import load_serving_model
+    from jobrec.streaming.serving_tables import read_serving_model
 
     path, pairs = seed_slice
     cfg = _config(tmp_path)
@@ -143,7 +143,7 @@ def test_fold_in_reproduces_the_implicit_engines_vectors(spark, tmp_path, seed_s
         engine="implicit",
     )
     assert decision.publish and serving_model_version(spark, cfg.storage.tables_root) == model.model_version
-    serving = load_serving_model(spark, cfg.storage.tables_root)
+    serving = read_serving_model(cfg.storage.tables_root)
     assert serving is not None and serving.reg_scaling == "none" and serving.confidence == "log"
     trained = {r[t.USER_ID]: np.array(r[t.FEATURES], dtype=np.float64) for r in model.user_factors.collect()}
     errors = []

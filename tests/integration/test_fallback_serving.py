@@ -165,7 +165,7 @@ def test_speed_layer_answers_a_click_with_a_fallback_list_before_any_model(spark
     cfg, by_user, users_per_job, _ = rejected
     user = "u001"  # prefix 4: j01..j04
     assert by_user[user] == set(JOBS[:4])
-    with running_speed_layer(spark, cfg):
+    with running_speed_layer(cfg):
         # an IT job: the speed layer's fallback lists put the user's own categories first
         click = make_click_event(user, "j05", "apply")
         producer = make_producer(cfg)

@@ -93,7 +93,7 @@ def stack(spark, broker, tmp_path: Path, request: pytest.FixtureRequest):
     retrain_and_publish(spark, cfg, broker.bootstrap)
 
     stats = SpeedStats()
-    with running_speed_layer(spark, cfg, broker.bootstrap, stats) as speed:
+    with running_speed_layer(cfg, broker.bootstrap, stats) as speed:
         app, stop_api = build_api(cfg, broker.bootstrap)
         with serving(app) as base:
             yield cfg, base, speed, stats

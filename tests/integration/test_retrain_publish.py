@@ -143,10 +143,10 @@ def test_publish_sends_every_user_one_valid_list_of_unseen_jobs(spark, trained, 
 
 
 def test_fold_in_of_an_unchanged_history_matches_the_trained_factor(spark, trained) -> None:
-    from jobrec.streaming.speed_sources import load_serving_model
+    from jobrec.streaming.serving_tables import read_serving_model
 
     cfg, model, train, _ = trained
-    serving = load_serving_model(spark, cfg.storage.tables_root)
+    serving = read_serving_model(cfg.storage.tables_root)
     assert serving is not None and serving.model_version == model.model_version
     users = {r[t.USER_ID]: np.array(r[t.FEATURES], dtype=np.float64) for r in model.user_factors.collect()}
     from jobrec.batch.core.fold_in import fold_in_user
@@ -196,7 +196,7 @@ def test_a_click_refreshes_that_users_list_within_seconds(spark, trained, caplog
         )
 
     stats = SpeedStats()
-    with running_speed_layer(spark, cfg, stats=stats):
+    with running_speed_layer(cfg, stats=stats):
         click = make_click_event(user, job, "apply")
         producer = make_producer(cfg)
         sent_at = time.monotonic()

@@ -30,9 +30,11 @@ from jobrec.schemas import tables as t
 from jobrec.schemas.config import Config, load_config
 from jobrec.streaming import serving_tables
 from jobrec.streaming.clients import ApiClient, ApiError
+from jobrec.streaming.histories import Histories
+from jobrec.streaming.key_partitions import key_partitions
 from jobrec.streaming.processes import build_api
 from jobrec.streaming.producer import make_job_event
-from jobrec.streaming.speed_sources import load_serving_model, read_users_per_job
+from jobrec.streaming.speed_sources import load_histories
 from tests.integration.conftest import REPO, serving, write_config
 
 SCHEMAS = REPO / "schemas"
@@ -166,24 +168,38 @@ def cosine_neighbours(factors: dict[str, np.ndarray], job: str, hidden: set[str]
     return sorted(cos.items(), key=lambda p: (-p[1], p[0]))
 
 
-def test_the_api_reads_the_speed_layers_model_without_a_jvm(spark, stack) -> None:
-    cfg, _, version, _, _, clicks = stack
+def test_the_model_and_histories_read_without_a_jvm_are_what_spark_wrote(stack) -> None:
+    # the speed layer and the API both read through delta-rs: checked here against what Spark wrote and the clicks
+    cfg, _, version, params, factors, clicks = stack
     root = cfg.storage.tables_root
     # users per job through the deletion vectors: the updated pairs are counted once
     expected = Counter(job for _, job in clicks)
     assert dict(serving_tables.read_users_per_job(root)) == dict(expected)
-    assert serving_tables.read_users_per_job(root) == read_users_per_job(spark, root)
-    ours, theirs = serving_tables.read_serving_model(root), load_serving_model(spark, root)
-    assert ours is not None and theirs is not None and ours.model_version == theirs.model_version == version
-    assert ours.job_ids == theirs.job_ids and np.array_equal(ours.job_matrix, theirs.job_matrix)
-    assert ours.popular == theirs.popular and np.array_equal(ours.popularity, theirs.popularity)
-    assert (ours.alpha, ours.reg_param, ours.reg_scaling, ours.confidence) == (
-        theirs.alpha,
-        theirs.reg_param,
-        theirs.reg_scaling,
-        theirs.confidence,
-    )
+    model = serving_tables.read_serving_model(root)
+    assert model is not None and model.model_version == version
+    assert sorted(model.job_ids) == sorted(factors)
+    for job, row in zip(model.job_ids, model.job_matrix, strict=True):
+        np.testing.assert_allclose(row, factors[job], rtol=1e-6)
+    assert (model.alpha, model.reg_param) == (params["alpha"], params["reg_param"])
+    # the popularity order: most users first, ties by job id
+    assert [model.job_ids[i] for i in model.popular[:5]] == sorted(expected, key=lambda j: (-expected[j], j))[:5]
     assert serving_tables.read_serving_model(root, version) is None  # nothing newer
+
+    # the speed layer's histories: every pair's strength is its clicks times the click weight, updated pairs once
+    weight = cfg.ingest.weights["click"]
+    users = sorted({u for u, _ in clicks})
+    partition_of = dict(zip(users, key_partitions(users, 4).tolist(), strict=True))
+    for wanted in (None, [0, 2]):
+        histories = Histories(dict(cfg.ingest.weights))
+        kept = load_histories(root, histories, wanted, 4)
+        owned = {u for u in users if wanted is None or partition_of[u] in wanted}
+        mine = {pair: n for pair, n in clicks.items() if pair[0] in owned}
+        assert kept == len(mine) > 0
+        got = {(u, j): s for u in owned for j, s in histories.get(u).strengths.items()}
+        assert got == pytest.approx({pair: n * weight for pair, n in mine.items()})
+        # one segment per owned partition that has users, and nobody else's users
+        assert set(histories.segments) == {partition_of[u] for u in owned}
+        assert histories.user_count == len(owned)
 
 
 def test_the_neighbours_of_a_planted_job_are_its_group(stack) -> None:

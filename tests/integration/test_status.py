@@ -148,7 +148,10 @@ def test_status_reads_back_a_known_pipeline(spark, broker, tmp_path, request) ->
     expected_tables = {
         name: {"present": True, "rows": rows, "version": delta_version(root, name)} for name, rows in present.items()
     }
-    expected_tables |= {name: {"present": False, "rows": None, "version": None} for name in (t.RECOMMENDATIONS, t.JOBS, t.ONLINE_EVALUATION)}
+    expected_tables |= {
+        name: {"present": False, "rows": None, "version": None}
+        for name in (t.RECOMMENDATIONS, t.JOBS, t.ONLINE_EVALUATION)
+    }
     assert status["tables"] == expected_tables
     assert status["dead_letters"] == dict(Counter(code for _, code in malformed))
 
