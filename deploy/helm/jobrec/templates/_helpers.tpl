@@ -207,6 +207,22 @@ shared config.yaml).
 {{- end -}}
 
 {{/*
+Refuse a memory limit that cannot hold a process without a JVM (the speed layer): its pythonMemory. Arguments: root,
+component.
+*/}}
+{{- define "jobrec.checkPythonMemory" -}}
+{{- $values := index .root.Values .component -}}
+{{- $python := include "jobrec.quantityMiB" $values.pythonMemory | float64 -}}
+{{- $limitText := dig "resources" "limits" "memory" "" $values -}}
+{{- if not $limitText }}
+{{- fail (printf "%s.resources.limits.memory is not set: the process needs at least %s (%s.pythonMemory)" .component $values.pythonMemory .component) }}
+{{- end }}
+{{- if lt (include "jobrec.quantityMiB" $limitText | float64) $python }}
+{{- fail (printf "%s.resources.limits.memory %s cannot hold the process: Python %s (%s.pythonMemory; it starts no JVM); raise the limit" .component $limitText $values.pythonMemory .component) }}
+{{- end }}
+{{- end -}}
+
+{{/*
 Refuse a memory limit that cannot hold the process: the driver heap (the component's spark.driver_memory, else
 config.spark.driver_memory, else jobrec's default 4g), the JVM's overhead beside its heap (max(384Mi, 10% of the
 heap), as Spark sizes spark.driver.memoryOverhead) and the Python process (pythonMemory). Arguments: root, component.
