@@ -41,8 +41,9 @@ def _record(h: UserHistory, job: str, strength: float, at: datetime | None) -> N
             h.newest_event_at = at
 
 
-class JobCodes:
-    """job_id <-> a small int, shared by every segment (a job id is stored once, not once per interaction)."""
+class IdCodes:
+    """id <-> a small int, in order of first sight: the job ids shared by every segment (a job id is stored once,
+    not once per interaction), and the user ids of a load (`speed_sources.HistoryLoader`)."""
 
     def __init__(self) -> None:
         self.ids: list[str] = []
@@ -100,7 +101,7 @@ class Histories:
     def __init__(self, weights: dict[str, float]):
         self.weights = weights
         self.users: dict[str, UserHistory] = {}
-        self.jobs = JobCodes()
+        self.jobs = IdCodes()
         self.segments: dict[int, list[HistorySegment]] = {}
 
     # --- loading and dropping --------------------------------------------------------------------------------

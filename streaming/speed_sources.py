@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobrec.schemas import tables as t
-from jobrec.streaming.histories import NO_TIME, Histories, build_segment
+from jobrec.streaming.histories import NO_TIME, Histories, IdCodes, build_segment
 from jobrec.streaming.key_partitions import key_partitions
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,7 @@ class HistoryLoader:
         self.histories = histories
         self.wanted = sorted(set(wanted))
         self.of_partitions = of_partitions
-        self.user_code: dict[str, int] = {}
-        self.user_ids: list[str] = []
+        self.users = IdCodes()
         self.user_partition = np.empty(0, dtype=np.int32)
         self.parts: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {
             p: [] for p in self.wanted
@@ -88,16 +87,10 @@ class HistoryLoader:
 
     def _codes_of(self, batch_users: list[str]) -> np.ndarray:
         """Load-wide codes of a batch's distinct users; a user seen for the first time is coded and hashed."""
-        first_new = len(self.user_ids)
-        codes = np.empty(len(batch_users), dtype=np.int64)
-        for i, user in enumerate(batch_users):
-            code = self.user_code.get(user)
-            if code is None:
-                code = self.user_code[user] = len(self.user_ids)
-                self.user_ids.append(user)
-            codes[i] = code
-        if len(self.user_ids) > first_new:
-            fresh = key_partitions(self.user_ids[first_new:], self.of_partitions).astype(np.int32)
+        first_new = len(self.users.ids)
+        codes = self.users.codes_of(batch_users)
+        if len(self.users.ids) > first_new:
+            fresh = key_partitions(self.users.ids[first_new:], self.of_partitions).astype(np.int32)
             self.user_partition = np.concatenate([self.user_partition, fresh])
         return codes
 
@@ -106,7 +99,7 @@ class HistoryLoader:
         for p, pieces in self.parts.items():
             if pieces:
                 users, jobs, strengths, last_us = (np.concatenate(column) for column in zip(*pieces, strict=True))
-                self.histories.add_segment(p, build_segment(users, self.user_ids, jobs, strengths, last_us))
+                self.histories.add_segment(p, build_segment(users, self.users.ids, jobs, strengths, last_us))
         self.parts = {}
         return self.rows_kept
 
