@@ -12,7 +12,6 @@ import json
 from datetime import timezone
 from typing import Any
 
-from pyspark.errors import AnalysisException
 from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 
@@ -115,17 +114,20 @@ def parse_offsets_file(text: str) -> dict[str, dict[str, int]]:
 
 
 def checkpoint_batch_files(spark: SparkSession, folder: str) -> dict[int, str]:
-    """batch id -> path of the files in a checkpoint's log folder ({} when it does not exist). Spark's own
-    listing, so that s3a:// checkpoints read as local ones do; hidden files (.crc, temporary) are skipped."""
-    try:
-        paths = [r[0] for r in spark.read.format("binaryFile").load(folder).select("path").collect()]
-    except AnalysisException:  # no such folder: the query never planned a batch
+    """batch id -> path of the files in a checkpoint's log folder ({} when it does not exist). Hadoop's file
+    system of the folder lists it, so that s3a:// checkpoints read as local ones do, without a Spark job and
+    without the stack trace Spark's file source logs for a folder that is not there (every new checkpoint);
+    hidden files (.crc, temporary) are skipped."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(folder)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(path):  # the query never planned a batch
         return {}
     found = {}
-    for path in paths:
-        name = path.rstrip("/").rpartition("/")[2]
+    for status in fs.listStatus(path):
+        name = status.getPath().getName()
         if name.isdigit():
-            found[int(name)] = path
+            found[int(name)] = status.getPath().toString()
     return found
 
 

@@ -23,7 +23,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from jobrec.batch.delta_tables import ensure_delta_table, idempotent_writes, run_concurrently, table_path
+from jobrec.batch.delta_tables import (
+    ensure_delta_table,
+    ensure_table_properties,
+    idempotent_writes,
+    run_concurrently,
+    table_path,
+)
 from jobrec.batch.interactions_table import aggregate_interactions, merge_interactions
 from jobrec.schemas import tables as t
 from jobrec.schemas.click_event import EventLimits
@@ -46,6 +52,8 @@ DEDUP_KEY = "dedup_key"
 INGEST_TABLES = (t.DEAD_LETTERS, t.EVENTS, t.INTERACTIONS)
 STATE_CHANGELOG = "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled"
 INGESTED_AT = "ingested_at"
+# rows per file of the appends; a batch's rows are in the cache, so fewer partitions cost no recomputation
+ROWS_PER_FILE = 50_000
 
 
 @dataclass(frozen=True)
@@ -174,9 +182,12 @@ def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings
         # is e.g. the one Spark runs only to move the watermark on)
         if n_rejected:
             rejected = dead_letter_rows(batch, batch_id)
+            rejected = _in_files(rejected, n_rejected)
             writes.append(partial(phases.timed, t.DEAD_LETTERS, _append, rejected, t.DEAD_LETTERS, batch_id, settings))
         if n_events:
-            writes.append(partial(phases.timed, t.EVENTS, _append, events, t.EVENTS, batch_id, settings))
+            writes.append(
+                partial(phases.timed, t.EVENTS, _append, _in_files(events, n_events), t.EVENTS, batch_id, settings)
+            )
             writes.append(partial(phases.timed, t.INTERACTIONS, _merge, events, batch_id, settings))
         if writes:
             run_concurrently(*writes)
@@ -198,6 +209,12 @@ def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings
         }
     finally:
         batch.unpersist()
+
+
+def _in_files(rows: DataFrame, n_rows: int) -> DataFrame:
+    """`rows` in as many partitions (files once written) as ROWS_PER_FILE asks, at most as many as they have: a
+    micro-batch of 1,000 events is one file, not one per shuffle partition (fewer tasks now, compactions later)."""
+    return rows.coalesce(max(1, -(-n_rows // ROWS_PER_FILE)))
 
 
 def valid_event_rows(parsed: DataFrame, batch_id: int) -> DataFrame:
@@ -280,6 +297,7 @@ def start_ingest(
     # at once: creating a table is mostly the driver's fixed cost
     def create(name: str) -> None:
         ensure_delta_table(spark, settings.tables_root, name)
+        ensure_table_properties(spark, settings.tables_root, name)
 
     run_concurrently(*(partial(create, name) for name in INGEST_TABLES))
     settings = checked_identity(spark, settings)

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from jobrec.batch.core.catalog import CategoryNormaliser, expiry
-from jobrec.batch.delta_tables import ensure_delta_table
+from jobrec.batch.delta_tables import ensure_delta_table, ensure_table_properties
 from jobrec.batch.jobs_table import apply_job_events
 from jobrec.schemas import tables as t
 from jobrec.schemas.click_event import EventLimits, Rejection, epoch_micros
@@ -158,6 +158,7 @@ def start_job_events(
     """Start the job-events query; `once` reads what is on the topic now and stops."""
     for name in (t.DEAD_LETTERS, t.JOBS):
         ensure_delta_table(spark, settings.tables_root, name)
+    ensure_table_properties(spark, settings.tables_root, t.JOBS)  # dead_letters: by the ingest query, first
     records = kafka_source(spark, settings, settings.jobs_topic)
     writer = (
         parse_job_records(records, settings)

@@ -10,14 +10,17 @@ import random
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from jobrec.batch.delta_tables import table_path
+from jobrec.batch.delta_tables import AUTO_COMPACT, ensure_delta_table, table_path
 from jobrec.schemas import tables as t
 from jobrec.streaming.ingest import start_ingest
 from jobrec.streaming.processes import ingest_settings
 from tests.integration.conftest import make_producer
 from tests.unit.test_click_event import BAD_RECORDS
+
+(AUTO_COMPACT_KEY,) = AUTO_COMPACT
 
 
 def valid_events(n: int, rng: random.Random, prefix: str) -> list[dict]:
@@ -137,3 +140,39 @@ def test_running_again_adds_nothing_and_late_repeats_are_dropped(spark, pipeline
         .collect()[0][0]
     )
     assert total == 50
+
+
+def test_small_batches_are_compacted_and_still_counted_once(spark, pipeline) -> None:
+    """Tables created without auto compaction (as by an older release) get it at the ingest's start, and a
+    compaction between micro-batches loses and repeats nothing. Compaction is made to start at 3 small files
+    instead of Delta's 50, so that a few batches reach it."""
+    cfg, _ = pipeline
+    settings = ingest_settings(cfg, cfg.kafka.bootstrap_servers)
+    root = cfg.storage.tables_root
+    for name in (t.EVENTS, t.INTERACTIONS):
+        path = ensure_delta_table(spark, root, name)
+        spark.sql(f"ALTER TABLE delta.`{path}` UNSET TBLPROPERTIES ('{AUTO_COMPACT_KEY}')")
+    rng = random.Random(3)
+    sent: list[dict] = []
+    producer = make_producer(cfg)
+    spark.conf.set("spark.databricks.delta.autoCompact.minNumFiles", "3")
+    try:
+        for round_ in range(5):
+            batch = valid_events(40, rng, f"r{round_}")
+            repeats = rng.sample(sent, 5) if sent else []  # retried sends of earlier events, in a later batch
+            send(producer, cfg.kafka.clicks_topic, [(None, json.dumps(e).encode()) for e in batch + repeats])
+            sent += batch
+            start_ingest(spark, settings, once=True).awaitTermination(600)
+    finally:
+        spark.conf.unset("spark.databricks.delta.autoCompact.minNumFiles")
+        producer.close()
+    for name in (t.EVENTS, t.INTERACTIONS):
+        table = DeltaTable.forPath(spark, table_path(root, name))
+        assert table.detail().collect()[0]["properties"].get(AUTO_COMPACT_KEY) == "true", name
+        operations = [r["operation"] for r in table.history().collect()]
+        assert "OPTIMIZE" in operations, (name, operations)
+        # fewer files than the batches wrote: the compaction's files replaced theirs
+        assert table.detail().collect()[0]["numFiles"] < operations.count("WRITE") + operations.count("MERGE")
+    assert interactions_by_type(spark, root) == expected_counts(sent)
+    events = spark.read.format("delta").load(table_path(root, t.EVENTS))
+    assert events.count() == len(sent) == events.select(t.EVENT_ID).distinct().count()
