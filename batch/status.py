@@ -118,7 +118,7 @@ def checkpoint_batch_files(spark: SparkSession, folder: str) -> dict[int, str]:
     system of the folder lists it, so that s3a:// checkpoints read as local ones do, without a Spark job and
     without the stack trace Spark's file source logs for a folder that is not there (every new checkpoint);
     hidden files (.crc, temporary) are skipped."""
-    jvm = spark.sparkContext._jvm
+    jvm: Any = spark.sparkContext._jvm  # set while the session runs
     path = jvm.org.apache.hadoop.fs.Path(folder)
     fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if not fs.exists(path):  # the query never planned a batch
