@@ -99,7 +99,9 @@ def load_jobs_csv(
         )
         .execute()
     )
-    metrics = DeltaTable.forPath(spark, target).history(1).collect()[0]["operationMetrics"] or {}
+    # the newest MERGE, not the newest commit: auto compaction may have committed after it
+    merges = DeltaTable.forPath(spark, target).history(10).where("operation = 'MERGE'").limit(1).collect()
+    metrics = (merges[0]["operationMetrics"] if merges else None) or {}
     report = JobsLoadReport(
         n_read,
         n_bad,
