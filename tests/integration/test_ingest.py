@@ -157,7 +157,7 @@ def test_small_batches_are_compacted_and_still_counted_once(spark, pipeline) -> 
     producer = make_producer(cfg)
     spark.conf.set("spark.databricks.delta.autoCompact.minNumFiles", "3")
     try:
-        for round_ in range(5):
+        for round_ in range(3):
             batch = valid_events(40, rng, f"r{round_}")
             repeats = rng.sample(sent, 5) if sent else []  # retried sends of earlier events, in a later batch
             send(producer, cfg.kafka.clicks_topic, [(None, json.dumps(e).encode()) for e in batch + repeats])
