@@ -37,13 +37,14 @@ def aggregate_interactions(events: DataFrame, weights: Mapping[str, float]) -> D
     )
 
 
-def merge_interactions(spark: SparkSession, updates: DataFrame, interactions_path: str) -> None:
-    """Add `updates` (interactions schema) into the table: counts and strength add up, times widen."""
+def merge_interactions(spark: SparkSession, updates: DataFrame, interactions_path: str) -> dict[str, int]:
+    """Add `updates` (interactions schema) into the table: counts and strength add up, times widen. Returns
+    Delta's figures of the MERGE (num_inserted_rows, num_updated_rows, ...)."""
     from delta.tables import DeltaTable
 
     target = DeltaTable.forPath(spark, interactions_path)
     added = {c: F.col(f"t.{c}") + F.col(f"u.{c}") for c in (*t.COUNT_COLUMNS, t.STRENGTH)}
-    (
+    result = (
         target.alias("t")
         .merge(updates.alias("u"), f"t.{t.USER_ID} = u.{t.USER_ID} AND t.{t.JOB_ID} = u.{t.JOB_ID}")
         .whenMatchedUpdate(
@@ -57,3 +58,5 @@ def merge_interactions(spark: SparkSession, updates: DataFrame, interactions_pat
         .whenNotMatchedInsertAll()
         .execute()
     )
+    row = result.first()
+    return {k: int(v or 0) for k, v in row.asDict().items()} if row is not None else {}

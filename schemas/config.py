@@ -206,6 +206,7 @@ class IngestConfig:
     max_future_seconds: Annotated[int, Field(ge=0)]
     max_past_days: Annotated[int, Field(ge=1)]
     restart_backoff_seconds: Annotated[float, Field(ge=0)]
+    fold_seconds: Annotated[float, Field(ge=0, description="0 = fold after every turn of the ingest's loop")]
     weights: Annotated[
         Mapping[Text, Annotated[float, Field(gt=0)]], AfterValidator(_event_weights), AfterValidator(_read_only)
     ]

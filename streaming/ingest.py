@@ -1,13 +1,15 @@
-"""The streaming ingest: clicks topic -> dead_letters, events and interactions Delta tables, exactly once.
+"""The streaming ingest: clicks topic -> dead_letters and events Delta tables, exactly once; the events folded into
+interactions every ingest.fold_seconds (streaming.interactions_fold).
 
 Plan of one query:
   Kafka records -> parse against click event v1 (mapInArrow) -> drop repeated event_ids seen within
   ingest.dedup_window -> foreachBatch(`write_ingest_batch`): rejected records to dead_letters, valid events to
-  events, their per-(user, job) counts MERGEd into interactions.
+  events.
 
 Exactly once: the Kafka offsets of each micro-batch and the de-duplication state are in the checkpoint; after a
 crash Spark replays the unfinished batch with the same id and the same rows, and every Delta write of the batch
-carries (app id, batch id), so Delta skips the writes that had committed before the crash.
+carries (app id, batch id), so Delta skips the writes that had committed before the crash. The fold into
+interactions keeps its own position (an events version) in the interactions table, committed with its counts.
 """
 
 from __future__ import annotations
@@ -26,11 +28,9 @@ from pyspark.sql.streaming import StreamingQuery
 from jobrec.batch.delta_tables import (
     ensure_delta_table,
     ensure_table_properties,
-    idempotent_writes,
     run_concurrently,
     table_path,
 )
-from jobrec.batch.interactions_table import aggregate_interactions, merge_interactions
 from jobrec.schemas import tables as t
 from jobrec.schemas.click_event import EventLimits
 from jobrec.streaming import parse
@@ -42,6 +42,7 @@ from jobrec.streaming.checkpoint_guard import (
     table_transactions,
     write_identity,
 )
+from jobrec.streaming.interactions_fold import FoldReport, fold_events, set_fold_position
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +162,13 @@ def _discard(counts: dict[str, int]) -> None:
 
 
 def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings) -> dict[str, Any]:
-    """The foreachBatch body: write one micro-batch to the three tables, each write idempotent by batch id.
+    """The foreachBatch body: write one micro-batch to its two tables, each write idempotent by batch id.
 
     The batch is computed once (Kafka read, parse, de-duplication) into the cache by the count of its two sides;
-    the three writes then read the cache and run at once, so their fixed costs (Delta's snapshot of each table,
+    the two appends then read the cache and run at once, so their fixed costs (Delta's snapshot of each table,
     planning, the commit) overlap instead of queueing. Each is skipped on a replay by its own table's (app id,
-    batch id), whichever of them had committed.
+    batch id), whichever of them had committed. Interactions are not written here (see
+    streaming.interactions_fold: a MERGE per micro-batch cost more than the rest of a small batch).
     """
     phases = _Phases()
     batch = batch.persist()
@@ -188,7 +190,6 @@ def write_ingest_batch(batch: DataFrame, batch_id: int, settings: IngestSettings
             writes.append(
                 partial(phases.timed, t.EVENTS, _append, _in_files(events, n_events), t.EVENTS, batch_id, settings)
             )
-            writes.append(partial(phases.timed, t.INTERACTIONS, _merge, events, batch_id, settings))
         if writes:
             run_concurrently(*writes)
             phases.done("writes")
@@ -244,14 +245,6 @@ def _append(frame: DataFrame, name: str, batch_id: int, settings: IngestSettings
     )
 
 
-def _merge(events: DataFrame, batch_id: int, settings: IngestSettings) -> None:
-    spark = events.sparkSession
-    path = ensure_delta_table(spark, settings.tables_root, t.INTERACTIONS)
-    # the appends beside it carry the same pair as writer options, so the session confs cannot mislead them
-    with idempotent_writes(spark, settings.app_id, batch_id):
-        merge_interactions(spark, aggregate_interactions(events, settings.weights), path)
-
-
 class _Phases:
     """Wall time of the steps of one micro-batch, in milliseconds, for the log (and `jobrec bench ingest`)."""
 
@@ -301,6 +294,7 @@ def start_ingest(
 
     run_concurrently(*(partial(create, name) for name in INGEST_TABLES))
     settings = checked_identity(spark, settings)
+    set_fold_position(spark, settings.tables_root)
     records = kafka_source(spark, settings, settings.clicks_topic)
     deduped = drop_repeated_events(parse_kafka_records(records, settings.limits), settings.dedup_window)
     writer = (
@@ -313,6 +307,19 @@ def start_ingest(
     else:
         writer = writer.trigger(processingTime=f"{trigger_seconds} seconds")
     return writer.start()
+
+
+def ingest_once(spark: SparkSession, settings: IngestSettings, timeout_s: int = 600) -> FoldReport | None:
+    """Ingest what is on the clicks topic now, then fold it into interactions (`jobrec ingest --once` without the
+    job events and the restarts; tests and benchmarks). Raises what the query raised."""
+    query = start_ingest(spark, settings, once=True)
+    if not query.awaitTermination(timeout_s):
+        query.stop()
+        raise TimeoutError(f"the ingest did not finish within {timeout_s} s")
+    failure = query.exception()
+    if failure is not None:
+        raise failure
+    return fold_events(spark, settings.tables_root, settings.weights)
 
 
 def checked_identity(spark: SparkSession, settings: IngestSettings) -> IngestSettings:
@@ -351,13 +358,15 @@ def run_ingest(
     should_stop: Callable[[], bool] = lambda: False,
     heartbeat: Callable[[], None] = lambda: None,
     on_progress: Callable[[dict[str, Any]], None] = lambda progress: None,
+    between: Callable[[], None] = lambda: None,
 ) -> None:
     """Keep the ingest queries running: when one fails (brokers unreachable, say), log why and start all again.
 
     The checkpoint makes a restart resume exactly where the failed query stopped. `heartbeat` (the liveness
     signal) is called only when a query reported new progress, a finished micro-batch or Spark's periodic idle
     report, so a query that is stuck in a batch, or fails and restarts without ever finishing one, stops the
-    heartbeat and the liveness probe notices. `on_progress` gets each new progress report (for the metrics).
+    heartbeat and the liveness probe notices. `on_progress` gets each new progress report (for the metrics);
+    `between` is called at every turn of the watch loop, about once a second (the fold into interactions).
     """
     from pyspark.errors import StreamingQueryException
 
@@ -374,7 +383,11 @@ def run_ingest(
                     heartbeat()
                 for progress in fresh:
                     on_progress(progress)
-                next(q for q in queries if q.isActive).awaitTermination(timeout=1)
+                between()
+                # the queries may have ended while `between` ran: the loop's test sees it
+                running = [q for q in queries if q.isActive]
+                if running:
+                    running[0].awaitTermination(timeout=1)
             for q in queries:
                 if q.isActive:
                     q.stop()

@@ -108,6 +108,22 @@ class IngestMetrics:
         self.input_rate = Gauge(
             "jobrec_ingest_processed_rows_per_second", "rows per second of the last micro-batch", ["query"], registry=r
         )
+        self.last_fold = Gauge(
+            "jobrec_ingest_last_fold_completed_timestamp_seconds",
+            "when new events were last folded into the interactions table (Unix time)",
+            registry=r,
+        )
+        self.fold_seconds = Histogram(
+            "jobrec_ingest_fold_seconds",
+            "wall time of a fold of new events into interactions (one MERGE)",
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.fold_failures = Counter(
+            "jobrec_ingest_fold_failures_total",
+            "folds into interactions that failed (tried again at the next turn, from the same position)",
+            registry=r,
+        )
 
     def observe_batch(self, written: Mapping[str, Any]) -> None:
         """One written micro-batch, as `streaming.ingest.write_ingest_batch` returns it."""
@@ -119,6 +135,12 @@ class IngestMetrics:
         self.batch_seconds.observe(float(written.get("seconds", 0.0)))
         if written.get("events", 0) or written.get("dead_letters", 0):
             self.last_batch.set(time.time())
+
+    def observe_fold(self, report: Any) -> None:
+        """One fold of events into interactions (streaming.interactions_fold.FoldReport)."""
+        self.rows.labels("interactions").inc(int(report.pairs_inserted) + int(report.pairs_updated))
+        self.fold_seconds.observe(float(report.seconds))
+        self.last_fold.set(time.time())
 
     def observe_progress(self, progress: Mapping[str, Any]) -> None:
         """One StreamingQueryProgress (as a dict): offsets behind per partition, the query's rate and time."""

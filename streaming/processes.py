@@ -29,6 +29,7 @@ from jobrec.schemas.click_event import EventLimits
 from jobrec.schemas.config import Config
 from jobrec.streaming.heartbeat import Heartbeat
 from jobrec.streaming.ingest import IngestSettings, run_ingest, start_ingest
+from jobrec.streaming.interactions_fold import PeriodicFold
 from jobrec.streaming.job_events import start_job_events
 from jobrec.streaming.process_metrics import IngestMetrics, SpeedMetrics, serve_metrics
 from jobrec.streaming.producer import send_job_events
@@ -98,13 +99,24 @@ def run_ingest_process(
                 start_job_events(spark, settings, once=once, trigger_seconds=trigger),
             ]
 
+        fold = PeriodicFold(
+            spark,
+            settings.tables_root,
+            settings.weights,
+            cfg.ingest.fold_seconds,
+            on_fold=metrics.observe_fold,
+            on_failure=metrics.fold_failures.inc,
+        )
         run_ingest(
             start_queries,
             backoff_seconds=cfg.ingest.restart_backoff_seconds,
             should_stop=stop.is_set,
             heartbeat=Heartbeat.from_env().beat,
             on_progress=metrics.observe_progress,
+            between=fold,
         )
+        # what the last micro-batches appended (all of it, in an --once run) is counted before the process ends
+        fold.fold()
 
 
 def recover_ingest_checkpoint(spark: SparkSession, settings: IngestSettings, client: dict[str, Any]) -> IngestSettings:
@@ -142,7 +154,8 @@ def recover_ingest_checkpoint(spark: SparkSession, settings: IngestSettings, cli
     for app_id in ingest_versions(transactions):
         events = transactions.get(t.EVENTS, {}).get(app_id)
         merged = transactions.get(t.INTERACTIONS, {}).get(app_id)
-        if events != merged:
+        # an ingest from before interactions were folded MERGEd each batch with its own pair; since, no batch does
+        if merged is not None and events != merged:
             raise CheckpointMismatch(
                 f"the tables hold a half-written micro-batch of {app_id}: events has its batch {events}, "
                 f"interactions its batch {merged}. A recovery from offsets cannot tell which clicks of that batch "

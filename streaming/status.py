@@ -13,6 +13,7 @@ The JSON shape (schema_version 1; counts are ints, times ISO 8601 UTC, null wher
                    | null (a topic the ingest does not read),
          "lag": int | null (end offsets minus the ingest's next offsets), "lag_note": str | null (why no lag)}},
      "tables": {name: {"present": bool, "rows": int | null, "version": int | null}},
+               (interactions also: "events_folded_through": int | null, the newest events version counted in it)
      "dead_letters": {reason_code: int},
      "models": {"counts": {status: int}, "serving": model | null, "latest_rejected": model | null},
      "healthy": bool, "next_step": str}
@@ -39,7 +40,9 @@ from pyspark.sql import SparkSession
 from jobrec.batch.connections import any_broker_reachable, describe_connect_failure, python_client_args
 from jobrec.batch.processes import spark_session
 from jobrec.batch.status import TABLES, count_dead_letters, read_checkpoint_offsets, read_models, read_table_size
+from jobrec.schemas import tables as t
 from jobrec.schemas.config import Config, KafkaConfig
+from jobrec.streaming.interactions_fold import fold_position
 from jobrec.streaming.processes import ingest_settings
 
 SCHEMA_VERSION = 1
@@ -179,6 +182,7 @@ def read_status(spark: SparkSession, cfg: Config, bootstrap: str | None, timeout
         )
         models = pool.submit(read_models, spark, root)
         tables = {name: pool.submit(read_table_size, spark, root, name) for name in TABLES}
+        folded = pool.submit(fold_position, spark, root)
         ingested = {role: pool.submit(read_checkpoint_offsets, spark, path) for role, path in checkpoints.items()}
         dead_letters = pool.submit(count_dead_letters, spark, root)
         kafka_answer = (
@@ -211,6 +215,8 @@ def read_status(spark: SparkSession, cfg: Config, bootstrap: str | None, timeout
         "dead_letters": dead_letters.result(),
         "models": models.result(),
     }
+    if status["tables"].get(t.INTERACTIONS, {}).get("present"):
+        status["tables"][t.INTERACTIONS]["events_folded_through"] = folded.result()
     status["healthy"], status["next_step"] = next_step(status)
     return status
 
@@ -308,6 +314,8 @@ def _table_lines(tables: dict) -> list[str]:
     lines = [f"{_label('Tables')}    {'rows':>12}  version"]
     for name, e in tables.items():
         size = f"{e['rows']:>12,}  v{e['version']}" if e["present"] else f"{'absent':>12}"
+        if e.get("events_folded_through") is not None:
+            size += f"  (events folded in through v{e['events_folded_through']})"
         lines.append(f"  {name:<17}{size}")
     return lines
 

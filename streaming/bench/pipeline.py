@@ -2,11 +2,12 @@
 
 These machines are noisy, so a figure alone says little; the ratio to a reference on the same machine, in the
 same minute, says more.
-- ingest: events/s through the whole ingest (parse, dedup, three Delta writes) against a plain Spark batch read
-  of the same records from the same topic (the ceiling the Kafka source allows here), and the pure-Python parse
-  rate against json.loads alone; then the time of one micro-batch of 1,000 events into the tables the run filled
-  (the median of three), split into the query's phases (StreamingQueryProgress.durationMs) and the phases of the
-  batch's own writes (as write_ingest_batch logs them).
+- ingest: events/s through the whole ingest query (start, parse, dedup, the events and dead-letters appends)
+  against a plain Spark batch read of the same records from the same topic (the ceiling the Kafka source allows
+  here), then the fold of those events into interactions timed apart (and both added up), and the pure-Python
+  parse rate against json.loads alone; then the time of one micro-batch of 1,000 events into the tables the run
+  filled (the median of three), split into the query's phases (StreamingQueryProgress.durationMs) and the phases
+  of the batch's own writes (as write_ingest_batch logs them), and the fold after it.
 - retrain: ALS fit time on the seed data against the time of one ALS iteration (the fixed overhead).
 """
 
@@ -113,6 +114,7 @@ def _bench_ingest(spark, cfg: Config, n_events: int) -> dict[str, float]:
     from jobrec.batch.delta_tables import table_path
     from jobrec.schemas import tables as t
     from jobrec.streaming.ingest import start_ingest
+    from jobrec.streaming.interactions_fold import fold_events
     from jobrec.streaming.processes import ingest_settings
 
     opts = spark_kafka_options(cfg.kafka, cfg.kafka.bootstrap_servers)
@@ -120,11 +122,18 @@ def _bench_ingest(spark, cfg: Config, n_events: int) -> dict[str, float]:
     raw = spark.read.format("kafka").options(**opts).option("subscribe", cfg.kafka.clicks_topic).load()
     assert raw.selectExpr("sum(length(value))").collect()[0][0] > 0
     read_s = time.perf_counter() - t0
+    settings = ingest_settings(cfg, cfg.kafka.bootstrap_servers)
     t0 = time.perf_counter()
-    query = start_ingest(spark, ingest_settings(cfg, cfg.kafka.bootstrap_servers), once=True)
+    query = start_ingest(spark, settings, once=True)
     query.awaitTermination()
     ingest_s = time.perf_counter() - t0
     batches = len(query.recentProgress)
+    # the fold of those events into interactions, which `jobrec ingest` runs every ingest.fold_seconds beside
+    # the micro-batches (and once at the end of an --once run)
+    t0 = time.perf_counter()
+    fold = fold_events(spark, settings.tables_root, settings.weights)
+    fold_s = time.perf_counter() - t0
+    pairs = 0 if fold is None else fold.pairs_inserted + fold.pairs_updated
     # what reached the events table, counted there: a run that ingested nothing must not read as a fast one
     ingested = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.EVENTS)).count()
     return {
@@ -135,6 +144,9 @@ def _bench_ingest(spark, cfg: Config, n_events: int) -> dict[str, float]:
         "ingest_events_per_s": round(n_events / ingest_s),
         "reference_spark_read_events_per_s": round(n_events / read_s),
         "ingest_vs_plain_read_time_ratio": round(ingest_s / read_s, 2),
+        "fold_seconds": round(fold_s, 2),
+        "fold_pairs": pairs,
+        "ingest_and_fold_vs_plain_read_time_ratio": round((ingest_s + fold_s) / read_s, 2),
     }
 
 
@@ -147,6 +159,7 @@ def _bench_small_batch(spark, cfg: Config, send: Callable[[int], None]) -> dict[
     them, run the ingest until caught up, and take the batch's own progress (query start-up is not in it). The
     median of SMALL_BATCH_ROUNDS rounds, with that round's phases."""
     from jobrec.streaming.ingest import BATCH_TIMINGS_LOG, start_ingest
+    from jobrec.streaming.interactions_fold import fold_events
     from jobrec.streaming.processes import ingest_settings
 
     timings = _BatchTimingsRecorder()
@@ -160,11 +173,14 @@ def _bench_small_batch(spark, cfg: Config, send: Callable[[int], None]) -> dict[
         for i in range(SMALL_BATCH_ROUNDS):
             send(i)
             timings.seen.clear()
-            query = start_ingest(spark, ingest_settings(cfg, cfg.kafka.bootstrap_servers), once=True)
+            settings = ingest_settings(cfg, cfg.kafka.bootstrap_servers)
+            query = start_ingest(spark, settings, once=True)
             query.awaitTermination()
             batch = next(p for p in query.recentProgress if p["numInputRows"] > 0)
             inside = next((t for t in timings.seen if t.get("batch_id") == batch["batchId"]), {})
-            rounds.append((batch["durationMs"]["triggerExecution"], batch, inside))
+            fold = fold_events(spark, settings.tables_root, settings.weights)
+            fold_ms = 0 if fold is None else round(fold.seconds * 1000)
+            rounds.append((batch["durationMs"]["triggerExecution"], batch, {**inside, "fold_ms": fold_ms}))
     finally:
         logger.removeHandler(timings)
         logger.setLevel(level)
@@ -177,7 +193,10 @@ def _bench_small_batch(spark, cfg: Config, send: Callable[[int], None]) -> dict[
         # the query's phases: addBatch is the foreachBatch (the writes below), the rest is Spark's bookkeeping
         "small_batch_query_phases_ms": dict(sorted(batch["durationMs"].items(), key=lambda kv: -kv[1])),
         # inside addBatch: the batch's writes, as write_ingest_batch timed them
-        "small_batch_write_phases_ms": {k: v for k, v in inside.items() if k != "batch_id"},
+        "small_batch_write_phases_ms": {k: v for k, v in inside.items() if k not in ("batch_id", "fold_ms")},
+        # the fold of that batch's events into interactions after it (one MERGE; in `jobrec ingest` one fold
+        # serves every batch of ingest.fold_seconds)
+        "small_batch_fold_seconds": round(inside.get("fold_ms", 0) / 1000, 2),
         "small_batch_dedup_state_ms": {
             k: op.get(k) for op in batch.get("stateOperators", [])[:1] for k in ("allUpdatesTimeMs", "commitTimeMs")
         },

@@ -116,6 +116,7 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
     from jobrec.batch.jobs_table import load_jobs_csv
     from jobrec.batch.processes import retrain_and_publish
     from jobrec.streaming.ingest import start_ingest
+    from jobrec.streaming.interactions_fold import fold_events
     from jobrec.streaming.processes import ingest_settings
     from jobrec.streaming.producer import encode_event, send_raw
     from jobrec.streaming.recommendations_reader import read_latest_lists
@@ -171,6 +172,10 @@ def _run_pipeline(cfg: Config, bootstrap: str, seed_dir: Path, live_events: int)
             producer.close()
         query.processAllAvailable()
         query.stop()
+        # `jobrec ingest` folds every ingest.fold_seconds and when it stops; the demo's query stops here
+        fold = fold_events(spark, cfg.storage.tables_root, cfg.ingest.weights)
+        if fold is not None:
+            print(f"   {fold.describe()}")
         events_df = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.EVENTS))
         dead = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.DEAD_LETTERS))
         reasons = Counter(r[t.REASON_CODE] for r in dead.select(t.REASON_CODE).collect())

@@ -192,6 +192,7 @@ def test_every_dashboard_query_selects_metrics_the_code_defines() -> None:
         "jobrec_ingest_dead_letters_total",
         "jobrec_ingest_offsets_behind",
         "jobrec_ingest_last_batch_completed_timestamp_seconds",
+        "jobrec_ingest_last_fold_completed_timestamp_seconds",
         "jobrec_speed_click_to_list_seconds_bucket",
         "jobrec_speed_lists_total",
         "jobrec_speed_partition_lag",

@@ -52,7 +52,7 @@ def write_config(folder: Path, bootstrap: str, name: str, **sections: dict[str, 
             "driver_memory": "3g",
             "log_level": "ERROR",
         },
-        "ingest": {"restart_backoff_seconds": 2},
+        "ingest": {"restart_backoff_seconds": 2, "fold_seconds": 2},
         # the first retrain of a test's fresh tables searches its parameters: a short search keeps the suite quick
         "retrain": {"tune_budget_seconds": 5},
         # the session broker serves every test: each test's speed layer in its own group

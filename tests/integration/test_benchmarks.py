@@ -77,6 +77,8 @@ def test_bench_ingest_ingests_every_event_it_sent(tiny: tuple[Path, Path]) -> No
     # 300 valid events with distinct ids were sent: all of them must be in the events table
     assert figures["events_ingested"] == 300
     assert figures["ingest_events_per_s"] > 0 and figures["reference_spark_read_events_per_s"] > 0
+    # the fold counted them into interactions: at least one (user, job) pair, at most one per event
+    assert 0 < figures["fold_pairs"] <= 300
 
 
 def test_bench_retrain_trains_on_the_file(tiny: tuple[Path, Path]) -> None:

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from jobrec.batch.delta_tables import AUTO_COMPACT, ensure_delta_table, table_path
 from jobrec.schemas import tables as t
-from jobrec.streaming.ingest import start_ingest
+from jobrec.streaming.ingest import ingest_once
 from jobrec.streaming.processes import ingest_settings
 from tests.integration.conftest import make_producer
 from tests.unit.test_click_event import BAD_RECORDS
@@ -81,9 +81,7 @@ def test_known_mix_gives_exact_counts_and_every_bad_record_a_reason(spark, pipel
     send(producer, cfg.kafka.clicks_topic, [enc(e) for e in second])
     producer.close()
 
-    query = start_ingest(spark, ingest_settings(cfg, cfg.kafka.bootstrap_servers), once=True)
-    query.awaitTermination(600)
-    assert query.exception() is None
+    ingest_once(spark, ingest_settings(cfg, cfg.kafka.bootstrap_servers))
 
     assert interactions_by_type(spark, cfg.storage.tables_root) == expected_counts(first + repeats + second)
     events = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.EVENTS))
@@ -121,12 +119,12 @@ def test_running_again_adds_nothing_and_late_repeats_are_dropped(spark, pipeline
     producer = make_producer(cfg)
     send(producer, cfg.kafka.clicks_topic, [(None, json.dumps(e).encode()) for e in events])
     settings = ingest_settings(cfg, cfg.kafka.bootstrap_servers)
-    start_ingest(spark, settings, once=True).awaitTermination(600)
+    ingest_once(spark, settings)
     # the same events sent again a little later (a producer's retry after a timeout), in a later micro-batch
     send(producer, cfg.kafka.clicks_topic, [(None, json.dumps(e).encode()) for e in events[:10]])
     producer.close()
-    start_ingest(spark, settings, once=True).awaitTermination(600)
-    start_ingest(spark, settings, once=True).awaitTermination(600)
+    ingest_once(spark, settings)
+    ingest_once(spark, settings)
     assert interactions_by_type(spark, cfg.storage.tables_root) == expected_counts(events)
     total = (
         spark.read.format("delta")
@@ -162,7 +160,7 @@ def test_small_batches_are_compacted_and_still_counted_once(spark, pipeline) -> 
             repeats = rng.sample(sent, 5) if sent else []  # retried sends of earlier events, in a later batch
             send(producer, cfg.kafka.clicks_topic, [(None, json.dumps(e).encode()) for e in batch + repeats])
             sent += batch
-            start_ingest(spark, settings, once=True).awaitTermination(600)
+            ingest_once(spark, settings)
     finally:
         spark.conf.unset("spark.databricks.delta.autoCompact.minNumFiles")
         producer.close()

@@ -13,7 +13,7 @@ import pytest
 
 from jobrec.batch.connections import KafkaConnectError, ensure_topics, python_client_args
 from jobrec.schemas.config import load_config
-from jobrec.streaming.ingest import start_ingest
+from jobrec.streaming.ingest import ingest_once
 from jobrec.streaming.local.embedded_kafka import ScramUser, start_broker, stop_broker
 from jobrec.streaming.processes import ingest_settings
 from tests.integration.conftest import REPO, broker_config, unique_name, write_config
@@ -54,9 +54,7 @@ def test_pipeline_ingests_over_sasl_scram(spark, scram_broker, tmp_path, request
     producer = KafkaProducer(**python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers), acks="all")
     send(producer, cfg.kafka.clicks_topic, [(None, json.dumps(e).encode()) for e in events])
     producer.close()
-    query = start_ingest(spark, ingest_settings(cfg, cfg.kafka.bootstrap_servers), once=True)
-    query.awaitTermination(300)
-    assert query.exception() is None
+    ingest_once(spark, ingest_settings(cfg, cfg.kafka.bootstrap_servers))
     assert interactions_by_type(spark, cfg.storage.tables_root) == expected_counts(events)
 
 

@@ -20,7 +20,7 @@ from jobrec.batch.connections import python_client_args
 from jobrec.batch.delta_tables import table_path
 from jobrec.schemas import tables as t
 from jobrec.streaming.checkpoint_guard import IDENTITY_FILE, CheckpointMismatch
-from jobrec.streaming.ingest import start_ingest
+from jobrec.streaming.ingest import ingest_once, start_ingest
 from jobrec.streaming.processes import ingest_settings, recover_ingest_checkpoint
 from tests.integration.conftest import make_producer
 from tests.integration.test_ingest import expected_counts, interactions_by_type, send, valid_events
@@ -43,7 +43,7 @@ def test_a_lost_checkpoint_is_refused_and_the_recovery_gives_exact_counts(spark,
     settings = ingest_settings(cfg, cfg.kafka.bootstrap_servers)
     first = valid_events(120, rng, "first")
     post(first, malformed=3)
-    start_ingest(spark, settings, once=True).awaitTermination(600)
+    ingest_once(spark, settings)
     checkpoint = Path(settings.checkpoint)
     assert (checkpoint / IDENTITY_FILE).is_file()
     backup = checkpoint.with_name("ingest-backup")
@@ -52,7 +52,7 @@ def test_a_lost_checkpoint_is_refused_and_the_recovery_gives_exact_counts(spark,
     # more clicks, ingested; then the old copy of the checkpoint is put back: stale, refused
     second = valid_events(60, rng, "second")
     post(second)
-    start_ingest(spark, settings, once=True).awaitTermination(600)
+    ingest_once(spark, settings)
     shutil.rmtree(checkpoint)
     shutil.copytree(backup, checkpoint)
     with pytest.raises(CheckpointMismatch, match="older than the tables"):
@@ -79,10 +79,10 @@ def test_a_lost_checkpoint_is_refused_and_the_recovery_gives_exact_counts(spark,
     post(third, malformed=2)
     recovered = recover_ingest_checkpoint(spark, settings, python_client_args(cfg.kafka, cfg.kafka.bootstrap_servers))
     assert recovered.identity and recovered.identity != settings.app_id
-    start_ingest(spark, recovered, once=True).awaitTermination(600)
+    ingest_once(spark, recovered)
     fourth = valid_events(40, rng, "fourth")
     post(fourth)
-    start_ingest(spark, settings, once=True).awaitTermination(600)  # a plain restart: the identity file says who
+    ingest_once(spark, settings)  # a plain restart: the identity file says who
     producer.close()
 
     everything = first + second + third + fourth

@@ -26,7 +26,7 @@ from jobrec.batch.delta_tables import table_path
 from jobrec.batch.processes import retrain_and_publish
 from jobrec.schemas import tables as t
 from jobrec.schemas.config import load_config
-from jobrec.streaming.ingest import start_ingest
+from jobrec.streaming.ingest import ingest_once
 from jobrec.streaming.job_events import start_job_events
 from jobrec.streaming.processes import build_api, ingest_settings
 from jobrec.streaming.speed import SpeedStats
@@ -179,7 +179,7 @@ def test_poison_never_stops_the_pipeline(spark, stack) -> None:
 
     # the ingest, once over what is on the topics: exactly the good events, every poison record a dead letter
     settings = ingest_settings(cfg, cfg.kafka.bootstrap_servers)
-    start_ingest(spark, settings, once=True).awaitTermination(300)
+    ingest_once(spark, settings)
     start_job_events(spark, settings, once=True).awaitTermination(300)
     events = spark.read.format("delta").load(table_path(cfg.storage.tables_root, t.EVENTS))
     ids = [r[0] for r in events.select(t.EVENT_ID).collect()]

@@ -74,8 +74,11 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 
 def test_sigkill_mid_ingest_then_restart_counts_exactly_once(spark, broker, tmp_path, request) -> None:
-    # small micro-batches, so that the kill lands while the ingest is part way through
-    config = write_config(tmp_path, broker.bootstrap, unique_name(request), ingest={"max_offsets_per_trigger": 250})
+    # small micro-batches, so that the kill lands while the ingest is part way through; a fold into interactions
+    # at every turn of the ingest's loop, so that it may land in one of those too
+    config = write_config(
+        tmp_path, broker.bootstrap, unique_name(request), ingest={"max_offsets_per_trigger": 250, "fold_seconds": 0}
+    )
     cfg = load_config(config, env={})
     ensure_topics(cfg.kafka, broker.bootstrap)
     events = valid_events(3000, random.Random(3), "k")
@@ -161,7 +164,7 @@ def test_broker_restart_under_a_running_stream(spark, tmp_path, request) -> None
         producer = make_producer(cfg)
         send(producer, cfg.kafka.clicks_topic, [(None, json.dumps(e).encode()) for e in after])
         producer.close()
-        # the batch's writes run at once: wait for both tables, not only the MERGE, before stopping the ingest
+        # interactions are folded from events a little later: wait for both tables before stopping the ingest
         wait_for(
             lambda: (
                 clicks_in_interactions(spark, cfg.storage.tables_root) >= 1000

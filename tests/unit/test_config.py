@@ -121,6 +121,7 @@ def test_out_of_range_values_fail_with_the_key_and_the_rule(override: dict, mess
         ("ingest", "max_future_seconds", -1),
         ("ingest", "max_past_days", 0),
         ("ingest", "restart_backoff_seconds", -0.5),
+        ("ingest", "fold_seconds", -1),
         ("ingest", "dedup_window", "500 ms"),
         ("ingest", "dedup_window", "1.5 hours"),
         ("ingest", "starting_offsets", "now"),

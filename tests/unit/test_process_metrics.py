@@ -67,6 +67,22 @@ def test_ingest_metrics_add_up_batches_rows_and_dead_letters_by_reason() -> None
     assert before <= stamp_after_rows <= time.time()
 
 
+def test_ingest_metrics_count_folds_into_interactions() -> None:
+    from jobrec.streaming.interactions_fold import FoldReport
+
+    m = IngestMetrics()
+    before = time.time()
+    m.observe_fold(FoldReport(first_version=3, last_version=5, pairs_inserted=4, pairs_updated=6, seconds=2.5))
+    m.observe_fold(FoldReport(first_version=6, last_version=6, pairs_inserted=0, pairs_updated=1, seconds=0.5))
+    m.fold_failures.inc()
+    got = scraped(m.registry)
+    assert got[("jobrec_ingest_rows_total", (("table", "interactions"),))] == 11
+    assert got[("jobrec_ingest_fold_seconds_count", ())] == 2
+    assert got[("jobrec_ingest_fold_seconds_sum", ())] == pytest.approx(3.0)
+    assert got[("jobrec_ingest_fold_failures_total", ())] == 1
+    assert before <= got[("jobrec_ingest_last_fold_completed_timestamp_seconds", ())] <= time.time()
+
+
 def test_ingest_progress_sets_lag_per_partition_and_the_rate() -> None:
     m = IngestMetrics()
     m.observe_progress(

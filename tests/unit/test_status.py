@@ -78,7 +78,7 @@ def healthy_status() -> dict[str, Any]:
         "tables": {
             "events": table(1234567, 1402),
             "dead_letters": table(3, 2),
-            "interactions": table(101234, 1410),
+            "interactions": {**table(101234, 1410), "events_folded_through": 1401},
             "user_factors": table(671, 1),
             "job_factors": table(9066, 1),
             "models": table(2, 2),
@@ -102,6 +102,10 @@ def test_a_healthy_pipeline_fits_one_screen_and_says_so() -> None:
     # thousands separators on every count
     assert "1,234,567" in text and "101,234" in text and "9,066 jobs" in text and "100,004 interactions" in text
     assert "Dead letters   3 by reason: invalid_json 2, missing_field 1" in lines
+    # where the fold of events into interactions stands
+    assert next(line for line in lines if "interactions " in line and " v1410" in line).endswith(
+        "(events folded in through v1401)"
+    )
 
 
 def test_sections_are_aligned() -> None:
