@@ -7,7 +7,9 @@ same minute, says more.
   here), then the fold of those events into interactions timed apart (and both added up), and the pure-Python
   parse rate against json.loads alone; then the time of one micro-batch of 1,000 events into the tables the run
   filled (the median of three), split into the query's phases (StreamingQueryProgress.durationMs) and the phases
-  of the batch's own writes (as write_ingest_batch logs them), and the fold after it.
+  of the batch's own writes (as write_ingest_batch logs them), and the fold after it; last, a running ingest's
+  micro-batches of N events each against a plain read of each batch's own offset range (steady state, without
+  the first run's one-off costs).
 - retrain: ALS fit time on the seed data against the time of one ALS iteration (the fixed overhead).
 """
 
@@ -99,6 +101,8 @@ def run_bench(cfg: Config, what: str, n_events: int, seed_dir: Path) -> int:
             figures["produce_events_per_s"] = round(n_events / (time.perf_counter() - t0))
             figures.update(_bench_ingest(spark, cfg, n_events))
             small = _bench_small_batch(spark, cfg, lambda i: send(n_events + i * SMALL_BATCH, SMALL_BATCH))
+            send(n_events + SMALL_BATCH_ROUNDS * SMALL_BATCH, n_events * STEADY_BATCHES)
+            small.update(_bench_steady_batches(spark, cfg, n_events))
             producer.close()
             rests_on = {"events_ingested": figures["events_ingested"], "micro_batches": figures["micro_batches"]}
         else:
@@ -200,6 +204,62 @@ def _bench_small_batch(spark, cfg: Config, send: Callable[[int], None]) -> dict[
         "small_batch_dedup_state_ms": {
             k: op.get(k) for op in batch.get("stateOperators", [])[:1] for k in ("allUpdatesTimeMs", "commitTimeMs")
         },
+    }
+
+
+STEADY_BATCHES = 3
+
+
+def _bench_steady_batches(spark, cfg: Config, batch_size: int) -> dict[str, object]:
+    """A running ingest's micro-batches of `batch_size` events (the query and the JVM warm, the tables made),
+    each against a plain Spark read of exactly its own Kafka offset range (the faster of two): the ratio a live
+    ingest keeps up at, without the one-off costs of the first run (creating the tables, the first compaction,
+    cold code). The median batch."""
+    from jobrec.batch.connections import spark_kafka_options
+    from jobrec.streaming.ingest import start_ingest
+    from jobrec.streaming.interactions_fold import fold_events
+    from jobrec.streaming.processes import ingest_settings
+
+    settings = replace(ingest_settings(cfg, cfg.kafka.bootstrap_servers), max_offsets_per_trigger=batch_size)
+    query = start_ingest(spark, settings, once=True)
+    query.awaitTermination()
+    # full batches only: a tail of a few records left over by the broker's split is all fixed cost
+    batches = [p for p in query.recentProgress if p["numInputRows"] >= batch_size // 2]
+    t0 = time.perf_counter()
+    fold = fold_events(spark, settings.tables_root, settings.weights)
+    fold_s = time.perf_counter() - t0
+    opts = spark_kafka_options(cfg.kafka, cfg.kafka.bootstrap_servers)
+    rows = []
+    for p in batches:
+        source = p["sources"][0]
+        start, end = (v if isinstance(v, str) else json.dumps(v) for v in (source["startOffset"], source["endOffset"]))
+        reads = []
+        for _ in range(2):  # the faster of two: the reference at its best
+            t0 = time.perf_counter()
+            raw = (
+                spark.read.format("kafka")
+                .options(**opts)
+                .option("subscribe", cfg.kafka.clicks_topic)
+                .option("startingOffsets", start)
+                .option("endingOffsets", end)
+                .load()
+            )
+            assert raw.selectExpr("sum(length(value))").collect()[0][0] > 0
+            reads.append(time.perf_counter() - t0)
+        rows.append((p["durationMs"]["triggerExecution"] / 1000, min(reads), p["numInputRows"]))
+    if not rows:
+        return {"steady_batches": 0}
+    rows.sort()
+    batch_s, read_s, n = rows[len(rows) // 2]
+    return {
+        "steady_batches": len(rows),
+        "steady_batch_events": n,
+        "steady_batch_seconds_each": [round(r[0], 2) for r in rows],
+        "steady_read_seconds_each": [round(r[1], 2) for r in rows],
+        # the median batch against the read of its own offsets
+        "steady_batch_vs_plain_read_time_ratio": round(batch_s / read_s, 2),
+        "steady_fold_seconds": round(fold_s, 2),
+        "steady_fold_pairs": 0 if fold is None else fold.pairs_inserted + fold.pairs_updated,
     }
 
 
