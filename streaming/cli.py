@@ -543,8 +543,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--memory", default="2g", help="start: memory the worker offers executors (default 2g)")
     sc.set_defaults(func=cmd_spark_cluster)
 
-    i = sub.add_parser("ingest", help="stream click events from Kafka into the Delta tables")
-    i.add_argument("--once", action="store_true", help="read what is on the topic now, then stop")
+    i = sub.add_parser(
+        "ingest",
+        help="stream click events from Kafka into the Delta tables (events and dead_letters each micro-batch, "
+        "interactions folded from events every ingest.fold_seconds)",
+    )
+    i.add_argument(
+        "--once", action="store_true", help="read what is on the topic now, fold it into interactions, then stop"
+    )
     i.add_argument(
         "--recover-checkpoint",
         action="store_true",

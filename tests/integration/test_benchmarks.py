@@ -79,6 +79,9 @@ def test_bench_ingest_ingests_every_event_it_sent(tiny: tuple[Path, Path]) -> No
     assert figures["ingest_events_per_s"] > 0 and figures["reference_spark_read_events_per_s"] > 0
     # the fold counted them into interactions: at least one (user, job) pair, at most one per event
     assert 0 < figures["fold_pairs"] <= 300
+    # the steady section ran full micro-batches on a running query and read their offsets back
+    assert figures["steady_batches"] >= 1 and figures["steady_batch_events"] >= 150
+    assert figures["steady_batch_vs_plain_read_time_ratio"] > 0
 
 
 def test_bench_retrain_trains_on_the_file(tiny: tuple[Path, Path]) -> None:
