@@ -83,9 +83,10 @@ def set_fold_position(spark: SparkSession, tables_root: str) -> int:
     for app_id, (batch, _) in ingest_versions({t.EVENTS: transactions[t.EVENTS]}).items():
         if merged.get(app_id, -1) < batch:
             raise CheckpointMismatch(
-                f"events holds batch {batch} of {app_id} and interactions only batch {merged.get(app_id)}: a "
-                "micro-batch of an ingest from before interactions were folded was cut short. Run that release's "
-                "`jobrec ingest --once` to finish it, then start this one"
+                f"events holds batch {batch} of {app_id} and interactions only batch {merged.get(app_id)}: either "
+                "a micro-batch of an ingest from before interactions were folded was cut short (run that release's "
+                "`jobrec ingest --once` to finish it, then start this one), or the interactions table was replaced "
+                "(restore it, e.g. with Delta RESTORE); folding now would leave those events uncounted"
             )
     position = latest_version(spark, events)
     # an empty commit that only records the pair

@@ -81,22 +81,23 @@ def test_sigkill_before_any_fold_then_restart_counts_every_event_once(spark, bro
     )
     cfg = load_config(config, env={})
     ensure_topics(cfg.kafka, broker.bootstrap)
-    events = valid_events(800, random.Random(12), "k")
+    events = valid_events(400, random.Random(12), "k")
     _post(cfg, events)
     log = tmp_path / "ingest.log"
     proc = start_ingest_process(config, log)
     try:
-        wait_for(lambda: events_in_table(spark, cfg.storage.tables_root) == 800, 300, "all 800 events", proc, log)
+        wait_for(lambda: events_in_table(spark, cfg.storage.tables_root) == 400, 300, "all 400 events", proc, log)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
         stop_process(proc)
     assert interactions_by_type(spark, cfg.storage.tables_root) == {}  # nothing folded before the kill
 
-    restarted = start_ingest_process(config, log, "--once")
-    assert restarted.wait(600) == 0, log.read_text()[-3000:]
+    # the restart (in this process: `jobrec ingest --once` as a process is test_recovery's) reads nothing new from
+    # the topic and folds what the killed one appended
+    report = ingest_once(spark, ingest_settings(cfg, broker.bootstrap))
+    assert report is not None
     assert interactions_by_type(spark, cfg.storage.tables_root) == expected_counts(events)
-    assert "folded events versions" in log.read_text()
 
 
 def _old_style_tables(spark, root: str, app_id: str, events_batch: int, merged_batch: int) -> list[dict]:

@@ -26,6 +26,7 @@ import yaml
 
 from jobrec.batch.core.online_eval import OutcomeCounts
 from jobrec.batch.online_report import OnlineReport
+from jobrec.streaming.interactions_fold import FoldReport
 from jobrec.streaming.local.embedded_kafka import free_port
 from jobrec.streaming.process_metrics import (
     IngestMetrics,
@@ -169,7 +170,7 @@ def test_prometheus_scrapes_the_endpoints_and_answers_every_dashboard_query(
     # every labelled series exists at zero before the first scrape, so that each rate counts all that is fed later
     # (a series that appears with its first increment has no zero sample; the histograms are unlabelled and start
     # at zero anyway)
-    for table in ("events", "dead_letters"):
+    for table in ("events", "dead_letters", "interactions"):
         ingest.rows.labels(table)
     for reason in ("invalid_json", "missing_field"):
         ingest.dead_letters.labels(reason)
@@ -236,6 +237,8 @@ def feed_known_values(ingest: IngestMetrics, stats: SpeedStats, speed: SpeedMetr
     )
     ingest.observe_batch({"events": 200, "dead_letters": 0, "seconds": 1.5})
     ingest.observe_batch({"events": 300, "dead_letters": 0, "seconds": 3.0})
+    # one fold of those events into interactions: 40 new pairs and 10 updated
+    ingest.observe_fold(FoldReport(first_version=1, last_version=3, pairs_inserted=40, pairs_updated=10, seconds=2.0))
     ingest.observe_progress(
         {
             "name": "ingest-events",
@@ -266,14 +269,15 @@ def check_exact_answers(prom: str) -> None:
 
     # rates over the 300 s window: what was added since the zero samples, divided by 300
     assert panel("Ingest rows/s by table", "ingest") == pytest.approx(
-        {"events": 600 / RANGE_SECONDS, "dead_letters": 12 / RANGE_SECONDS}
+        {"events": 600 / RANGE_SECONDS, "dead_letters": 12 / RANGE_SECONDS, "interactions": 50 / RANGE_SECONDS}
     )
     assert panel("Dead letters/s by reason", "ingest") == pytest.approx(
         {"invalid_json": 5 / RANGE_SECONDS, "missing_field": 7 / RANGE_SECONDS}
     )
     assert panel("Ingest offsets behind the topic's end", "ingest") == {"clicks": 20.0}
-    since = panel("Time since the last ingest batch", "ingest")[""]
-    assert 0 <= since < 60
+    since = "Time since the last ingest batch and fold"
+    assert 0 <= panel(since, "ingest", 0)[""] < 60  # the last batch with rows
+    assert 0 <= panel(since, "ingest", 2)[""] < 60  # the last fold into interactions
     # batch seconds 0.7, 1.5, 3 in buckets (0.5, 1], (1, 2], (2, 5]: rank 0.95 * 3 = 2.85 lies in (2, 5], which
     # holds one of the three, so p95 = 2 + 3 * (2.85 - 2) / 1 = 4.55
     assert panel("Ingest batch duration p95", "ingest")[""] == pytest.approx(4.55)
