@@ -84,7 +84,7 @@ class IngestMetrics:
         )
         self.batch_seconds = Histogram(
             "jobrec_ingest_batch_seconds",
-            "wall time of a micro-batch's foreachBatch (parse, de-duplication, the three writes)",
+            "wall time of a micro-batch's foreachBatch (parse, de-duplication, the events and dead-letters appends)",
             buckets=BATCH_SECONDS_BUCKETS,
             registry=r,
         )
