@@ -246,7 +246,8 @@ def _append(frame: DataFrame, name: str, batch_id: int, settings: IngestSettings
 
 
 class _Phases:
-    """Wall time of the steps of one micro-batch, in milliseconds, for the log (and `jobrec bench ingest`)."""
+    """Wall time of the steps of one micro-batch (or of the query's start), in milliseconds, for the log (and
+    `jobrec bench ingest`)."""
 
     def __init__(self) -> None:
         self.started = self.last = time.perf_counter()
@@ -292,9 +293,13 @@ def start_ingest(
         ensure_delta_table(spark, settings.tables_root, name)
         ensure_table_properties(spark, settings.tables_root, name)
 
+    setup = _Phases()
     run_concurrently(*(partial(create, name) for name in INGEST_TABLES))
+    setup.done("tables")
     settings = checked_identity(spark, settings)
+    setup.done("checkpoint check")
     set_fold_position(spark, settings.tables_root)
+    setup.done("fold position")
     records = kafka_source(spark, settings, settings.clicks_topic)
     deduped = drop_repeated_events(parse_kafka_records(records, settings.limits), settings.dedup_window)
     writer = (
@@ -306,7 +311,10 @@ def start_ingest(
         writer = writer.trigger(availableNow=True)
     else:
         writer = writer.trigger(processingTime=f"{trigger_seconds} seconds")
-    return writer.start()
+    query = writer.start()
+    setup.done("query start")
+    log.info("ingest query started in %.2f s (%s)", setup.total_s(), setup.describe())
+    return query
 
 
 def ingest_once(spark: SparkSession, settings: IngestSettings, timeout_s: int = 600) -> FoldReport | None:

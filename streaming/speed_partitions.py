@@ -132,21 +132,23 @@ class ClickPartitions(ConsumerRebalanceListener):
                 committed[tp],
             )
         self.consumer.resume(*tps)
+        kept = sorted(self.held)
         self.held |= set(new)
         self.pending.clear()
         self.unpositioned.clear()
         self.settled += 1
-        if not new:
-            return False
+        # after every assignment, also one that only gave back what the instance held (a rejoin after a stalled
+        # rebalance, say): what it serves now
         log.info(
-            "speed layer owns clicks partitions %s: loaded %s in %.1f s (%d interactions); %d users held",
+            "speed layer owns clicks partitions %s: loaded %s in %.1f s (%d interactions), kept %s; %d users held",
             sorted(self.held),
             new,
             time.monotonic() - started,
             rows,
+            kept,
             self.histories.user_count,
         )
-        return True
+        return bool(new)
 
     def _rejoin_if_stalled(self) -> None:
         if self.revoked_at is None or time.monotonic() - self.revoked_at < self.stall_seconds:

@@ -165,9 +165,11 @@ def test_a_killed_instance_mid_load_leaves_every_user_answered_by_the_survivor(
         assert b_partitions and not any("speed layer owns clicks partitions" in line for line in b.lines), (
             "B finished loading before it was killed: not a kill mid-load\n" + "\n".join(b.lines[-20:])
         )
-        # A gave those partitions up when B joined
+        # A's next assignment: B's partitions taken from it when B joined, or (when A's own rejoin had stalled and
+        # its watchdog joined again after B died) all four kept, with nothing to load
         a.wait_for(r"clicks partitions now owned: \[\d(, \d)*\] \(to load: \[\]\)", 60, after=mark_a)
-        # clicks while B's partitions have no live owner: answered once A takes them back
+        # clicks while B's partitions have no live owner: answered once A takes them back (A logs what it owns after
+        # every assignment it has settled, also one that only gave back what it held)
         orphaned = [click(by_partition[p][0]) for p in b_partitions]
         regained = a.wait_for(r"speed layer owns clicks partitions \[0, 1, 2, 3\]", 120, after=mark_a)
         assert regained

@@ -5,6 +5,7 @@ group is exercised by tests/integration/test_speed_group.py."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -72,7 +73,8 @@ def _partitions(consumer: RecordingConsumer, stall_seconds: float = 30.0) -> tup
     return ClickPartitions(consumer, TOPIC, Histories({}), load, 3600.0, stall_seconds=stall_seconds), loads
 
 
-def test_new_partitions_are_loaded_then_kept_ones_are_positioned_again_without_a_load() -> None:
+def test_new_partitions_are_loaded_then_kept_ones_are_positioned_again_without_a_load(caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="jobrec.streaming.speed_partitions")
     consumer = RecordingConsumer(ends={0: 10, 1: 20}, committed={0: None, 1: None})
     partitions, loads = _partitions(consumer)
     consumer.ends = {0: 15, 1: 25}  # clicks arrived since the instance started
@@ -92,8 +94,12 @@ def test_new_partitions_are_loaded_then_kept_ones_are_positioned_again_without_a
     partitions.on_partitions_revoked(consumer.assigned)
     partitions.on_partitions_assigned(consumer.assigned)
     assert consumer.paused == _tps(0, 1)
-    partitions.settle()
+    caplog.clear()
+    assert partitions.settle() is False  # nothing loaded
     assert loads == [([0, 1], 2)] and consumer.positions == {0: 14, 1: 20} and consumer.paused == set()
+    # still says what it serves: an operator (and the group test) reads it after every rebalance
+    assert "speed layer owns clicks partitions [0, 1]: loaded [] in" in caplog.text
+    assert "kept [0, 1]" in caplog.text
 
 
 def test_a_rebalance_that_assigns_nothing_for_too_long_is_joined_again() -> None:
