@@ -20,9 +20,12 @@ def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     # from a clean copy: setuptools builds in the source's build/, where files of earlier builds would linger
     source = tmp_path_factory.mktemp("source") / "jobrec"
-    shutil.copytree(
-        REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", ".cache", ".local", "build", "*.egg-info")
+    # what no build reads, and what another pytest worker may be writing meanwhile (a file renamed away mid-copy)
+    skipped = shutil.ignore_patterns(
+        *(".git", ".venv", ".cache", ".local", "build", "*.egg-info", ".hypothesis", ".pytest_cache", "__pycache__"),
+        *("spark-warehouse", "metastore_db", "derby.log"),
     )
+    shutil.copytree(REPO, source, ignore=skipped)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
         check=True,

@@ -48,6 +48,15 @@ log=$cache/build.log
 say() { echo "[build_image] $*" >&2; }
 die() { echo "[build_image] error: $*" >&2; exit 1; }
 
+# one build at a time on a machine: two at once (two pytest workers, two checkouts) would race in buildah's storage
+# and on the base's debootstrap; the second waits for the first, then finds the image up to date
+mkdir -p "$cache"
+exec 9>"$cache/build.lock"
+if ! flock -n 9; then
+  say "another build of the image is running; waiting for it ..."
+  flock 9
+fi
+
 # every file the Dockerfile copies, by content (the context's own rules are in .dockerignore)
 inputs_hash() {
   local base_id=$1

@@ -6,6 +6,9 @@
 # their own server on a free loopback port).
 #   install_prometheus.sh
 set -euo pipefail
+# one install at a time (two pytest workers may both need it): the second waits, then finds the binaries
+exec 9>"${TMPDIR:-/tmp}/jobrec-install-prometheus.lock"
+flock 9
 if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null; then
   exit 0
 fi
@@ -14,5 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
 pkgs="prometheus prometheus-pushgateway"
-$sudo apt-get install -y -q $pkgs >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q $pkgs >/dev/null; }
+# and wait for dpkg's lock rather than fail on it (another apt run on the machine)
+apt="$sudo apt-get -o DPkg::Lock::Timeout=600"
+$apt install -y -q $pkgs >/dev/null || { $apt update -q >/dev/null && $apt install -y -q $pkgs >/dev/null; }
 prometheus --version 2>&1 | head -1

@@ -2,7 +2,8 @@
 
 The build starts in the background as soon as pytest has collected a session that holds an image test (niced, so
 the other tests keep their CPU), and the image tests run last: a first build, which downloads about 1.2 GB, then
-overlaps with the rest of the suite instead of adding to it. A build that is up to date takes a few seconds.
+overlaps with the rest of the suite instead of adding to it. A build that is up to date takes a few seconds. Under
+pytest-xdist every worker starts one; the build script lets one run at a time, and the next finds the image built.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if not any(_is_image_test(item) for item in session.items):
         return
-    log = Path(os.environ.get("JOBREC_CACHE_DIR", Path.home() / ".cache" / "jobrec")) / "image" / "pytest-build.log"
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    cache = Path(os.environ.get("JOBREC_CACHE_DIR", Path.home() / ".cache" / "jobrec"))
+    log = cache / "image" / f"pytest-build{worker}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         process = subprocess.Popen(
