@@ -77,6 +77,12 @@ def test_bench_ingest_ingests_every_event_it_sent(tiny: tuple[Path, Path]) -> No
     # 300 valid events with distinct ids were sent: all of them must be in the events table
     assert figures["events_ingested"] == 300
     assert figures["ingest_events_per_s"] > 0 and figures["reference_spark_read_events_per_s"] > 0
+    # the run's split: its start and its micro-batches each took some time, and together no more than the run
+    # (the first batch may begin a moment before the start is timed as done: 0.1 s of slack)
+    assert figures["ingest_start_seconds"] > 0 and figures["ingest_batches_seconds"] > 0
+    assert figures["ingest_start_seconds"] + figures["ingest_batches_seconds"] <= figures["ingest_seconds"] + 0.1
+    # the small batch section timed a micro-batch that read something
+    assert figures["small_batch_events"] > 0 and figures["small_batch_seconds"] > 0
     # the fold counted them into interactions: at least one (user, job) pair, at most one per event
     assert 0 < figures["fold_pairs"] <= 300
     # the steady section ran full micro-batches on a running query and read their offsets back
