@@ -59,8 +59,9 @@ ROWS_PER_FILE = 50_000
 # A micro-batch only asks for offsets that exist, yet a task whose range ended at the log end the batch before
 # spent the whole default in the broker: measured, a 1,000-event batch's 4 read tasks took 540 ms each for ~90
 # records and 10 ms of CPU (Spark's own KafkaDataConsumer log shows the same in SPARK-44012: "read 1 records,
-# taking 504554479 nanos"). With 50 ms, 60-140 ms a task and the 1,000-event batch 2.2 -> 1.5 s. The cost of a
-# lower value is only more empty fetches while a task waits for data that is late, which Spark does not do.
+# taking 504554479 nanos"). With 50 ms, 60-140 ms a task and the 1,000-event batch 2.2 -> 1.5 s. A lower value
+# costs only more empty fetches while a task waits for records not there yet; a task asks only for offsets the
+# driver has already seen on the broker, so that is rare.
 SOURCE_FETCH_MAX_WAIT_MS = 50
 
 
