@@ -9,7 +9,8 @@ same minute, says more.
   filled (the median of three), split into the query's phases (StreamingQueryProgress.durationMs) and the phases
   of the batch's own writes (as write_ingest_batch logs them), and the fold after it; last, a running ingest's
   micro-batches of N events each against a plain read of each batch's own offset range (steady state, without
-  the first run's one-off costs).
+  the first run's one-off costs), and its micro-batches of 1,000 events (a trigger every second) as a live
+  ingest has them.
 - retrain: ALS fit time on the seed data against the time of one ALS iteration (the fixed overhead).
 """
 
@@ -104,6 +105,8 @@ def run_bench(cfg: Config, what: str, n_events: int, seed_dir: Path) -> int:
             small = _bench_small_batch(spark, cfg, lambda i: send(n_events + i * SMALL_BATCH, SMALL_BATCH))
             send(n_events + SMALL_BATCH_ROUNDS * SMALL_BATCH, n_events * STEADY_BATCHES)
             small.update(_bench_steady_batches(spark, cfg, n_events))
+            first = n_events * (1 + STEADY_BATCHES) + SMALL_BATCH_ROUNDS * SMALL_BATCH
+            small.update(_bench_running_small_batches(spark, cfg, lambda i: send(first + i * SMALL_BATCH, SMALL_BATCH)))
             producer.close()
             rests_on = {"events_ingested": figures["events_ingested"], "micro_batches": figures["micro_batches"]}
         else:
@@ -269,6 +272,48 @@ def _bench_steady_batches(spark, cfg: Config, batch_size: int) -> dict[str, obje
         "steady_batch_vs_plain_read_time_ratio": round(batch_s / read_s, 2),
         "steady_fold_seconds": round(fold_s, 2),
         "steady_fold_pairs": 0 if fold is None else fold.pairs_inserted + fold.pairs_updated,
+    }
+
+
+RUNNING_ATTEMPTS = 8
+
+
+def _bench_running_small_batches(spark, cfg: Config, send: Callable[[int], None]) -> dict[str, object]:
+    """Micro-batches of SMALL_BATCH events on a running query (a trigger every second), as a live ingest has them:
+    its tables' snapshots move with every batch, where `_bench_small_batch`'s new query starts from snapshots its
+    start has just read. Each round sends SMALL_BATCH events and times the batch that takes them; a batch that took
+    only part of them (the trigger fell inside the send) is not counted. The median of up to SMALL_BATCH_ROUNDS
+    whole batches in RUNNING_ATTEMPTS rounds."""
+    from jobrec.streaming.ingest import start_ingest
+    from jobrec.streaming.interactions_fold import fold_events
+    from jobrec.streaming.processes import ingest_settings
+
+    settings = ingest_settings(cfg, cfg.kafka.bootstrap_servers)
+    query = start_ingest(spark, settings, trigger_seconds=1)
+    seconds: list[float] = []
+    try:
+        for attempt in range(RUNNING_ATTEMPTS):
+            if len(seconds) == SMALL_BATCH_ROUNDS:
+                break
+            done = max((p["batchId"] for p in query.recentProgress), default=-1)
+            send(attempt)
+            deadline, batch = time.monotonic() + 60, None
+            while batch is None and time.monotonic() < deadline:
+                failure = query.exception()
+                if failure is not None:
+                    raise failure
+                batch = next((p for p in query.recentProgress if p["batchId"] > done and p["numInputRows"]), None)
+                time.sleep(0.05)
+            if batch is not None and batch["numInputRows"] == SMALL_BATCH:
+                seconds.append(batch["durationMs"]["triggerExecution"] / 1000)
+            time.sleep(1.5)  # the rest of a split send lands before the next round
+    finally:
+        query.stop()
+    fold_events(spark, settings.tables_root, settings.weights)
+    return {
+        "running_small_batches": len(seconds),
+        "running_small_batch_seconds": round(statistics.median(seconds), 2) if seconds else 0,
+        "running_small_batch_seconds_each": [round(x, 2) for x in seconds],
     }
 
 

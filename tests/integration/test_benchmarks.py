@@ -83,6 +83,9 @@ def test_bench_ingest_ingests_every_event_it_sent(tiny: tuple[Path, Path]) -> No
     assert figures["ingest_start_seconds"] + figures["ingest_batches_seconds"] <= figures["ingest_seconds"] + 0.1
     # the small batch section timed a micro-batch that read something
     assert figures["small_batch_events"] > 0 and figures["small_batch_seconds"] > 0
+    # and a running query's whole batch of 1,000 was timed at least once (rounds whose send a trigger split are
+    # retried)
+    assert figures["running_small_batches"] >= 1 and figures["running_small_batch_seconds"] > 0
     # the fold counted them into interactions: at least one (user, job) pair, at most one per event
     assert 0 < figures["fold_pairs"] <= 300
     # the steady section ran full micro-batches on a running query and read their offsets back
